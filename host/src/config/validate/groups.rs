@@ -1,0 +1,158 @@
+//! Validation of `gateway_groups:`: published versions, route conflicts and nodes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{Validator, defaults, valid_name};
+use crate::config::model::*;
+use crate::config::raw::*;
+
+impl Validator {
+    pub(super) fn groups(&mut self, raw: &[RawGroup], services: &BTreeMap<String, Service>) -> BTreeMap<String, Group> {
+        let mut out = BTreeMap::new();
+        for (i, g) in raw.iter().enumerate() {
+            let path = format!("gateway_groups[{i}]");
+            if !valid_name(&g.name) {
+                self.error(format!("{path}.name"), format!("invalid group name {:?}", g.name));
+            }
+            if out.contains_key(&g.name) {
+                self.error(format!("{path}.name"), format!("duplicate group {:?}", g.name));
+                continue;
+            }
+            let mut published = Vec::new();
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            // (host pattern, method, uri) -> where it was first published, to catch conflicts.
+            let mut route_owner: HashMap<(Option<HostPattern>, Option<http::Method>, UriPattern), String> =
+                HashMap::new();
+            for (k, p) in g.services.iter().enumerate() {
+                let pp = format!("{path}.services[{k}]");
+                if let Some(j) = seen.insert(&p.service, k) {
+                    self.error(
+                        format!("{pp}.service"),
+                        format!(
+                            "service {:?} is published twice in group {:?} (first at services[{j}]); a group serves one version of a service",
+                            p.service, g.name
+                        ),
+                    );
+                    continue;
+                }
+                match services.get(&p.service) {
+                    None => {
+                        let known: Vec<_> = services.keys().map(String::as_str).collect();
+                        self.error(
+                            format!("{pp}.service"),
+                            format!(
+                                "unknown service {:?}; defined services: {}",
+                                p.service,
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                    Some(s) => match s.versions.iter().find(|v| v.version == p.version) {
+                        None => {
+                            let known: Vec<_> = s.versions.iter().map(|v| v.version.as_str()).collect();
+                            self.error(
+                                format!("{pp}.version"),
+                                format!(
+                                    "service {:?} has no version {:?}; versions: {}",
+                                    p.service,
+                                    p.version,
+                                    known.join(", ")
+                                ),
+                            );
+                        }
+                        Some(v) => {
+                            for r in &v.routes {
+                                let hosts: Vec<Option<HostPattern>> = if r.hosts.is_empty() {
+                                    vec![None]
+                                } else {
+                                    r.hosts.iter().cloned().map(Some).collect()
+                                };
+                                let methods: Vec<Option<http::Method>> = if r.methods.is_empty() {
+                                    vec![None]
+                                } else {
+                                    r.methods.iter().cloned().map(Some).collect()
+                                };
+                                for h in &hosts {
+                                    for m in &methods {
+                                        let key = (h.clone(), m.clone(), r.uri.clone());
+                                        if let Some(owner) = route_owner.get(&key) {
+                                            if owner != &p.service {
+                                                self.error(
+                                                    format!("{pp}.service"),
+                                                    format!(
+                                                        "route {} of {:?} conflicts with the same route of {owner:?} in group {:?}",
+                                                        r.name, p.service, g.name
+                                                    ),
+                                                );
+                                            }
+                                        } else {
+                                            route_owner.insert(key, p.service.clone());
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    },
+                }
+                let nodes = self.nodes(&p.nodes, &format!("{pp}.nodes"));
+                published.push(Published {
+                    service: p.service.clone(),
+                    version: p.version.clone(),
+                    nodes,
+                });
+            }
+            out.insert(
+                g.name.clone(),
+                Group {
+                    name: g.name.clone(),
+                    services: published,
+                },
+            );
+        }
+        out
+    }
+
+    pub(super) fn nodes(&mut self, raw: &[RawNode], path: &str) -> Vec<Node> {
+        let mut out = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, n) in raw.iter().enumerate() {
+            let np = format!("{path}[{i}]");
+            let host = n.host.trim().trim_start_matches('[').trim_end_matches(']').to_string();
+            let valid_host = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+            if !valid_host {
+                self.error(format!("{np}.host"), format!("invalid host {:?}", n.host));
+            }
+            if n.port == 0 || n.port > 65535 {
+                self.error(format!("{np}.port"), format!("port {} is not in 1..=65535", n.port));
+            }
+            let weight = n.weight.unwrap_or(defaults::WEIGHT);
+            if weight > defaults::MAX_WEIGHT {
+                self.error(
+                    format!("{np}.weight"),
+                    format!("weight {weight} is above {}", defaults::MAX_WEIGHT),
+                );
+            }
+            let node = Node {
+                host,
+                port: n.port.clamp(1, 65535) as u16,
+                weight: weight.min(defaults::MAX_WEIGHT),
+                zone: n.zone.clone().unwrap_or_default(),
+                region: n.region.clone().unwrap_or_default(),
+                priority: n.priority.unwrap_or(0),
+                tags: n.tags.clone(),
+            };
+            if let Some(j) = seen.insert(node.authority(), i) {
+                self.error(
+                    np.clone(),
+                    format!("duplicate node {} (first at nodes[{j}])", node.authority()),
+                );
+                continue;
+            }
+            out.push(node);
+        }
+        out
+    }
+}

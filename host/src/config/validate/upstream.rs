@@ -1,0 +1,467 @@
+//! Validation of `upstream:`: balancer, timeouts, retries, zones, health checks, breakers.
+
+use std::time::Duration;
+
+use super::{BALANCERS, Validator, defaults, dur, parse_status_range};
+use crate::config::model::*;
+use crate::config::raw::*;
+
+impl Validator {
+    pub(super) fn upstream(&mut self, u: &RawUpstream, path: &str, gw: &GatewaySettings) -> UpstreamPolicy {
+        let balancer = match u.kind.as_deref().unwrap_or("roundrobin") {
+            "roundrobin" => BalancerKind::RoundRobin,
+            "chash" => BalancerKind::Chash,
+            "ewma" => BalancerKind::Ewma,
+            "least_conn" => BalancerKind::LeastConn,
+            other => {
+                self.error(
+                    format!("{path}.type"),
+                    format!("unknown balancer {other:?}; expected one of {BALANCERS}"),
+                );
+                BalancerKind::RoundRobin
+            }
+        };
+        let hash_key = self.hash_key(u, path, balancer);
+        let pass_host = match (u.pass_host.as_deref().unwrap_or("pass"), &u.upstream_host) {
+            ("pass", None) => PassHost::Pass,
+            ("node", None) => PassHost::Node,
+            ("rewrite", Some(h)) => match http::HeaderValue::from_str(h) {
+                Ok(v) if !h.is_empty() => PassHost::Rewrite(v),
+                _ => {
+                    self.error(format!("{path}.upstream_host"), format!("invalid host {h:?}"));
+                    PassHost::Pass
+                }
+            },
+            ("rewrite", None) => {
+                self.error(
+                    format!("{path}.upstream_host"),
+                    "required when pass_host is \"rewrite\"",
+                );
+                PassHost::Pass
+            }
+            ("pass" | "node", Some(_)) => {
+                self.error(format!("{path}.upstream_host"), "only allowed with pass_host: rewrite");
+                PassHost::Pass
+            }
+            (other, _) => {
+                self.error(
+                    format!("{path}.pass_host"),
+                    format!("unknown value {other:?}; expected one of pass, node, rewrite"),
+                );
+                PassHost::Pass
+            }
+        };
+        let t = u.timeout.clone().unwrap_or_default();
+        let timeouts = Timeouts {
+            connect: self.positive(
+                dur(&t.connect, defaults::CONNECT_TIMEOUT),
+                &format!("{path}.timeout.connect"),
+            ),
+            send: self.positive(dur(&t.send, defaults::SEND_TIMEOUT), &format!("{path}.timeout.send")),
+            read: self.positive(dur(&t.read, defaults::READ_TIMEOUT), &format!("{path}.timeout.read")),
+        };
+        let retry = self.retry(u, path);
+        let zone_routing = match u.zone_routing.as_deref() {
+            None if gw.zone.is_empty() => ZoneRouting::Off,
+            None | Some("prefer_local") => ZoneRouting::PreferLocal,
+            Some("local_only") => ZoneRouting::LocalOnly,
+            Some("off") => ZoneRouting::Off,
+            Some(other) => {
+                self.error(
+                    format!("{path}.zone_routing"),
+                    format!("unknown value {other:?}; expected one of prefer_local, local_only, off"),
+                );
+                ZoneRouting::Off
+            }
+        };
+        let min_local_share = u.min_local_share.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&min_local_share) {
+            self.error(
+                format!("{path}.min_local_share"),
+                format!("{min_local_share} is not between 0 and 1"),
+            );
+        }
+        let priority_failover = match u.priority_failover.as_deref().unwrap_or("graceful") {
+            "graceful" => PriorityFailover::Graceful,
+            "backup" => PriorityFailover::Backup,
+            other => {
+                self.error(
+                    format!("{path}.priority_failover"),
+                    format!("unknown value {other:?}; expected one of graceful, backup"),
+                );
+                PriorityFailover::Graceful
+            }
+        };
+        let ss = u.slow_start.clone().unwrap_or_default();
+        let min_weight = ss.min_weight_percent.unwrap_or(10.0);
+        if !(0.0..=100.0).contains(&min_weight) {
+            self.error(
+                format!("{path}.slow_start.min_weight_percent"),
+                format!("{min_weight} is not between 0 and 100"),
+            );
+        }
+        let slow_start = SlowStart {
+            window: dur(&ss.window, Duration::ZERO),
+            min_weight: min_weight / 100.0,
+        };
+        let checks = self.checks(u.checks.as_ref(), &format!("{path}.checks"));
+        let breaker = u
+            .circuit_breaker
+            .as_ref()
+            .map(|cb| {
+                cb.rules
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| self.breaker_rule(r, &format!("{path}.circuit_breaker.rules[{i}]"), i))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let panic_threshold = u.panic_threshold.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&panic_threshold) {
+            self.error(
+                format!("{path}.panic_threshold"),
+                format!("{panic_threshold} is not a percentage (0-100)"),
+            );
+        }
+        let on_panic = match u.on_panic.as_deref().unwrap_or("fail_open") {
+            "fail_open" => OnPanic::FailOpen,
+            "fail" => OnPanic::Fail,
+            other => {
+                self.error(
+                    format!("{path}.on_panic"),
+                    format!("unknown value {other:?}; expected one of fail_open, fail"),
+                );
+                OnPanic::FailOpen
+            }
+        };
+        UpstreamPolicy {
+            balancer,
+            hash_key,
+            pass_host,
+            timeouts,
+            retry,
+            zone_routing,
+            min_local_share,
+            priority_failover,
+            slow_start,
+            checks,
+            breaker,
+            panic_threshold,
+            on_panic,
+        }
+    }
+
+    pub(super) fn hash_key(&mut self, u: &RawUpstream, path: &str, balancer: BalancerKind) -> HashKey {
+        if balancer != BalancerKind::Chash {
+            if u.hash_on.is_some() || u.key.is_some() {
+                let field = if u.hash_on.is_some() { "hash_on" } else { "key" };
+                self.error(format!("{path}.{field}"), "only allowed with type: chash");
+            }
+            return HashKey::RemoteAddr;
+        }
+        let key = u.key.as_deref().unwrap_or("");
+        match u.hash_on.as_deref().unwrap_or("vars") {
+            "vars" => match if key.is_empty() { "remote_addr" } else { key } {
+                "remote_addr" => HashKey::RemoteAddr,
+                "uri" => HashKey::Uri,
+                "host" => HashKey::Host,
+                other => {
+                    self.error(
+                        format!("{path}.key"),
+                        format!("unknown variable {other:?}; expected one of remote_addr, uri, host"),
+                    );
+                    HashKey::RemoteAddr
+                }
+            },
+            kind @ ("header" | "cookie" | "query") => {
+                if key.is_empty() {
+                    self.error(format!("{path}.key"), format!("required when hash_on is {kind:?}"));
+                    return HashKey::RemoteAddr;
+                }
+                match kind {
+                    "header" => self
+                        .header_name(key, &format!("{path}.key"))
+                        .map(HashKey::Header)
+                        .unwrap_or(HashKey::RemoteAddr),
+                    "cookie" => HashKey::Cookie(key.to_string()),
+                    _ => HashKey::Query(key.to_string()),
+                }
+            }
+            other => {
+                self.error(
+                    format!("{path}.hash_on"),
+                    format!("unknown value {other:?}; expected one of vars, header, cookie, query"),
+                );
+                HashKey::RemoteAddr
+            }
+        }
+    }
+
+    pub(super) fn retry(&mut self, u: &RawUpstream, path: &str) -> RetryPolicyConfig {
+        let r = u.retry.clone().unwrap_or_default();
+        let rp = format!("{path}.retry");
+        let mut on = RetryOn::default();
+        match &r.retry_on {
+            None => {
+                on.connect_failure = true;
+                on.reset = true;
+                on.timeout = true;
+            }
+            Some(list) => {
+                for (i, item) in list.iter().enumerate() {
+                    let ip = format!("{rp}.retry_on[{i}]");
+                    match item {
+                        serde_json::Value::String(s) => match s.as_str() {
+                            "connect_failure" => on.connect_failure = true,
+                            "reset" => on.reset = true,
+                            "timeout" => on.timeout = true,
+                            "5xx" => on.any_5xx = true,
+                            "gateway_error" => on.gateway_error = true,
+                            other => match other.parse::<u16>() {
+                                Ok(code) if (100..600).contains(&code) => on.statuses.push(code),
+                                _ => self.error(
+                                    ip,
+                                    format!(
+                                        "unknown retry condition {other:?}; expected one of connect_failure, reset, timeout, 5xx, gateway_error or a status code"
+                                    ),
+                                ),
+                            },
+                        },
+                        serde_json::Value::Number(n) => match n.as_u64() {
+                            Some(code) if (100..600).contains(&code) => on.statuses.push(code as u16),
+                            _ => self.error(ip, format!("{n} is not an HTTP status code")),
+                        },
+                        other => self.error(ip, format!("expected a condition name or status code, found {other}")),
+                    }
+                }
+            }
+        }
+        let budget_percent = r.budget_percent.unwrap_or(20.0);
+        if !(0.0..=100.0).contains(&budget_percent) {
+            self.error(
+                format!("{rp}.budget_percent"),
+                format!("{budget_percent} is not a percentage (0-100)"),
+            );
+        }
+        let backoff_base = dur(&r.backoff_base, Duration::from_millis(25));
+        let backoff_max = dur(&r.backoff_max, Duration::from_millis(250));
+        if backoff_max < backoff_base {
+            self.error(format!("{rp}.backoff_max"), "must not be smaller than backoff_base");
+        }
+        RetryPolicyConfig {
+            retries: u.retries.unwrap_or(defaults::RETRIES),
+            retry_timeout: u.retry_timeout.as_ref().map(|d| d.value).filter(|d| !d.is_zero()),
+            retry_on: on,
+            backoff_base,
+            backoff_max,
+            retry_after_max: dur(&r.retry_after_max, Duration::from_secs(10)),
+            budget_percent,
+            budget_min_concurrent: r.budget_min_concurrent.unwrap_or(3),
+            max_replay_body: r.max_replay_body.unwrap_or(defaults::MAX_REPLAY_BODY),
+        }
+    }
+
+    pub(super) fn statuses(&mut self, list: &Option<Vec<u16>>, default: &[u16], path: &str) -> Vec<u16> {
+        match list {
+            None => default.to_vec(),
+            Some(l) => {
+                for (i, s) in l.iter().enumerate() {
+                    if !(100..600).contains(s) {
+                        self.error(format!("{path}[{i}]"), format!("{s} is not an HTTP status code"));
+                    }
+                }
+                l.clone()
+            }
+        }
+    }
+
+    pub(super) fn checks(&mut self, c: Option<&RawChecks>, path: &str) -> Checks {
+        let Some(c) = c else { return Checks::default() };
+        let active = c.active.as_ref().map(|a| {
+            let ap = format!("{path}.active");
+            let kind = match a.kind.as_deref().unwrap_or("http") {
+                "http" => ProbeKind::Http,
+                "tcp" => ProbeKind::Tcp,
+                other => {
+                    self.error(
+                        format!("{ap}.type"),
+                        format!("unknown probe type {other:?}; expected one of http, tcp"),
+                    );
+                    ProbeKind::Http
+                }
+            };
+            let h = a.healthy.clone().unwrap_or_default();
+            let u = a.unhealthy.clone().unwrap_or_default();
+            let http_path = a.http_path.clone().unwrap_or_else(|| "/".to_string());
+            if !http_path.starts_with('/') {
+                self.error(format!("{ap}.http_path"), format!("{http_path:?} must start with '/'"));
+            }
+            let http_method = match http::Method::from_bytes(a.http_method.as_deref().unwrap_or("GET").as_bytes()) {
+                Ok(m) => m,
+                Err(_) => {
+                    self.error(format!("{ap}.http_method"), "invalid HTTP method");
+                    http::Method::GET
+                }
+            };
+            let req_headers = a
+                .req_headers
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(i, line)| {
+                    let parsed = line.split_once(':').and_then(|(n, v)| {
+                        Some((
+                            http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
+                            http::HeaderValue::from_str(v.trim()).ok()?,
+                        ))
+                    });
+                    if parsed.is_none() {
+                        self.error(
+                            format!("{ap}.req_headers[{i}]"),
+                            format!("expected \"Name: value\", found {line:?}"),
+                        );
+                    }
+                    parsed
+                })
+                .collect();
+            let successes = h.successes.unwrap_or(2);
+            let counts = [
+                ("healthy.successes", successes),
+                ("unhealthy.http_failures", u.http_failures.unwrap_or(5)),
+                ("unhealthy.tcp_failures", u.tcp_failures.unwrap_or(2)),
+                ("unhealthy.timeouts", u.timeouts.unwrap_or(3)),
+            ];
+            for (field, n) in counts {
+                if !(1..=254).contains(&n) {
+                    self.error(format!("{ap}.{field}"), format!("{n} is not between 1 and 254"));
+                }
+            }
+            ActiveCheck {
+                kind,
+                timeout: self.positive(dur(&a.timeout, Duration::from_secs(1)), &format!("{ap}.timeout")),
+                concurrency: a.concurrency.unwrap_or(10).max(1),
+                http_method,
+                http_path,
+                host: a.host.clone(),
+                port: a.port,
+                req_headers,
+                healthy_interval: self.positive(
+                    dur(&h.interval, Duration::from_secs(1)),
+                    &format!("{ap}.healthy.interval"),
+                ),
+                healthy_successes: successes,
+                healthy_statuses: self.statuses(&h.http_statuses, &[200, 302], &format!("{ap}.healthy.http_statuses")),
+                unhealthy_interval: self.positive(
+                    dur(&u.interval, Duration::from_secs(1)),
+                    &format!("{ap}.unhealthy.interval"),
+                ),
+                unhealthy_http_failures: u.http_failures.unwrap_or(5),
+                unhealthy_tcp_failures: u.tcp_failures.unwrap_or(2),
+                unhealthy_timeouts: u.timeouts.unwrap_or(3),
+                unhealthy_statuses: self.statuses(
+                    &u.http_statuses,
+                    &[429, 404, 500, 501, 502, 503, 504, 505],
+                    &format!("{ap}.unhealthy.http_statuses"),
+                ),
+            }
+        });
+        let passive = c.passive.as_ref().map(|p| {
+            let pp = format!("{path}.passive");
+            let h = p.healthy.clone().unwrap_or_default();
+            let u = p.unhealthy.clone().unwrap_or_default();
+            let base = dur(&p.base_ejection_time, Duration::from_secs(30));
+            let max = dur(&p.max_ejection_time, Duration::from_secs(300).max(base));
+            if max < base {
+                self.error(
+                    format!("{pp}.max_ejection_time"),
+                    "must not be smaller than base_ejection_time",
+                );
+            }
+            let mut healthy_statuses: Vec<u16> = (200..=208).collect();
+            healthy_statuses.push(226);
+            healthy_statuses.extend(300..=308);
+            PassiveCheck {
+                healthy_statuses: self.statuses(
+                    &h.http_statuses,
+                    &healthy_statuses,
+                    &format!("{pp}.healthy.http_statuses"),
+                ),
+                healthy_successes: h.successes.unwrap_or(5),
+                unhealthy_statuses: self.statuses(
+                    &u.http_statuses,
+                    &[429, 500, 503],
+                    &format!("{pp}.unhealthy.http_statuses"),
+                ),
+                unhealthy_http_failures: u.http_failures.unwrap_or(5),
+                unhealthy_tcp_failures: u.tcp_failures.unwrap_or(2),
+                unhealthy_timeouts: u.timeouts.unwrap_or(7),
+                base_ejection_time: self.positive(base, &format!("{pp}.base_ejection_time")),
+                max_ejection_time: max,
+            }
+        });
+        Checks { active, passive }
+    }
+
+    pub(super) fn breaker_rule(&mut self, r: &RawBreakerRule, path: &str, index: usize) -> Option<BreakerRule> {
+        let condition = match (r.count, r.percentage) {
+            (Some(n), None) if n > 0 => TripCondition::Count(n),
+            (None, Some(p)) if p > 0.0 && p <= 100.0 => TripCondition::Percentage {
+                percent: p,
+                min_requests: r.min_requests.unwrap_or(10).max(1),
+            },
+            (Some(_), Some(_)) => {
+                self.error(path, "set either count or percentage, not both");
+                return None;
+            }
+            (None, None) => {
+                self.error(path, "a rule needs count or percentage");
+                return None;
+            }
+            _ => {
+                self.error(path, "count must be > 0 and percentage in (0, 100]");
+                return None;
+            }
+        };
+        let mut status_ranges = Vec::new();
+        let default_codes = [serde_json::json!("500-599")];
+        let codes = r.status_codes.as_deref().unwrap_or(&default_codes);
+        for (i, c) in codes.iter().enumerate() {
+            match parse_status_range(c) {
+                Some(range) => status_ranges.push(range),
+                None => self.error(
+                    format!("{path}.status_codes[{i}]"),
+                    format!("expected a status code or a range like \"500-599\", found {c}"),
+                ),
+            }
+        }
+        let mut errors = Vec::new();
+        let default_errors = [
+            "connect_failure".to_string(),
+            "timeout".to_string(),
+            "reset".to_string(),
+        ];
+        for (i, e) in r.errors.as_deref().unwrap_or(&default_errors).iter().enumerate() {
+            match e.as_str() {
+                "connect_failure" => errors.push(ErrorClass::ConnectFailure),
+                "timeout" => errors.push(ErrorClass::Timeout),
+                "reset" => errors.push(ErrorClass::Reset),
+                other => self.error(
+                    format!("{path}.errors[{i}]"),
+                    format!("unknown error class {other:?}; expected one of connect_failure, timeout, reset"),
+                ),
+            }
+        }
+        Some(BreakerRule {
+            name: r.name.clone().unwrap_or_else(|| format!("rule-{index}")),
+            condition,
+            interval: self.positive(dur(&r.interval, Duration::from_secs(10)), &format!("{path}.interval")),
+            status_ranges,
+            errors,
+            trip_duration: self.positive(
+                dur(&r.trip_duration, Duration::from_secs(30)),
+                &format!("{path}.trip_duration"),
+            ),
+            accept_retry_after: r.accept_retry_after.unwrap_or(false),
+        })
+    }
+}

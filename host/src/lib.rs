@@ -1,0 +1,19 @@
+//! Gatehouse: an API gateway that keeps API backends available when nodes, zones
+//! or regions fail, and that users extend with sandboxed WebAssembly plugins.
+//!
+//! The module map and the rules of the request path are in `docs/ARCHITECTURE.md`.
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod retry;
+pub mod router;
+pub mod upstream;
+pub mod zone;
+
+pub use app::{Gateway, StartOptions};

@@ -1,0 +1,195 @@
+//! The `gatehouse` binary: parse arguments, load the config, run until a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gatehouse::config::{self, Overrides};
+use gatehouse::{Gateway, StartOptions, demo};
+
+/// Gatehouse: an API gateway that keeps API backends available when nodes, zones or
+/// regions fail.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Run {
+        /// The config file (YAML or JSON).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Check a config file; print every error and exit non-zero if there are any.
+    Validate {
+        /// The config file.
+        file: PathBuf,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Run six demo upstreams in three zones and a gateway in front of them.
+    Demo {
+        /// Proxy listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin listen address.
+        #[arg(long, default_value = "127.0.0.1:9180")]
+        admin_listen: SocketAddr,
+    },
+}
+
+/// Flags that override the config file's `gateway:` section.
+#[derive(Debug, Args)]
+struct Flags {
+    /// Gateway group to serve.
+    #[arg(long)]
+    group: Option<String>,
+    /// This unit's zone.
+    #[arg(long)]
+    zone: Option<String>,
+    /// This unit's region.
+    #[arg(long)]
+    region: Option<String>,
+    /// Proxy listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin listen address.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Directory for durable state.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Directory watched for plugins.
+    #[arg(long)]
+    plugins_dir: Option<PathBuf>,
+}
+
+impl From<Flags> for Overrides {
+    fn from(f: Flags) -> Self {
+        Overrides {
+            group: f.group,
+            zone: f.zone,
+            region: f.region,
+            listen: f.listen,
+            admin_listen: f.admin_listen,
+            state_dir: f.state_dir,
+            plugins_dir: f.plugins_dir,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Validate { file, flags } => match config::load_file(&file, &flags.into()) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config, flags } => report(runtime().and_then(|rt| rt.block_on(run(config, flags.into())))),
+        Command::Demo { listen, admin_listen } => {
+            report(runtime().and_then(|rt| rt.block_on(run_demo(listen, admin_listen))))
+        }
+    }
+}
+
+fn report(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // TOKIO_WORKER_THREADS is honoured by the builder.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+async fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
+    let loaded = config::load_file(&path, &overrides)?;
+    let gateway = Gateway::start(
+        loaded,
+        StartOptions {
+            config_path: Some(path),
+            overrides,
+        },
+    )
+    .await?;
+    wait_and_stop(gateway).await
+}
+
+async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
+    let nodes = demo::start_nodes()
+        .await
+        .context("cannot start the demo upstream nodes")?;
+    let text = demo::render_config(&nodes, listen, admin);
+    let loaded = config::load_str(
+        &text,
+        "built-in demo config",
+        &Overrides::default(),
+        std::path::Path::new("."),
+    )?;
+    let gateway = Gateway::start(loaded, StartOptions::default()).await?;
+    let p = gateway.proxy_addr;
+    let a = gateway.admin_addr;
+    println!("Gatehouse demo: a gateway in zone-a in front of six nodes in zones a, b and c.");
+    for (name, addr) in &nodes {
+        println!("  node {name:<4} {addr}");
+    }
+    println!();
+    println!("Try:");
+    println!("  curl http://{p}/hello                       # answered by a zone-a node");
+    println!("  curl -H 'x-user-id: 42' http://{p}/sticky/x  # same user, same node");
+    println!("  curl http://{a}/admin/v1/status");
+    println!("  curl http://{a}/metrics");
+    println!("Press Ctrl-C to stop.");
+    wait_and_stop(gateway).await
+}
+
+async fn wait_and_stop(gateway: Gateway) -> Result<()> {
+    wait_for_signal().await?;
+    tracing::info!("signal received: finishing in-flight requests");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! The proxy: listener, hyper service, request pipeline, forwarding and the
+//! gateway's own error responses.
+
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod pipeline;
+pub mod server;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::metrics::Metrics;
+use crate::upstream::Snapshot;
+
+/// What the request path reads: the current snapshot and the metric families.
+#[derive(Debug)]
+pub struct ProxyContext {
+    /// The config being served; swapped atomically on reload.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}

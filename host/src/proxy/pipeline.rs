@@ -1,0 +1,389 @@
+//! The request pipeline: route -> tiers -> balancer pick -> forward -> record the
+//! outcome -> retry decision -> response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::ProxyContext;
+use super::body::{BodyTooLarge, LimitedBody, Progress, StreamSlot, TryBody, UpstreamBody};
+use super::error::{ProxyError, error_response};
+use super::forward::{self, TryError};
+use super::headers;
+use crate::balance::{NodeSet, PickContext, RequestView};
+use crate::config::model::PassHost;
+use crate::retry::{RetryContext, RetryDecision, idempotent, parse_retry_after};
+use crate::router::{RouteTarget, request_host};
+use crate::upstream::client::Body;
+use crate::upstream::{Outcome, Upstream};
+use crate::zone::Tiers;
+
+static IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("idempotency-key");
+
+/// Handles one client request.
+pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    let start = Instant::now();
+    let snap = ctx.snapshot.load_full();
+    let (parts, body) = req.into_parts();
+    let route = snap
+        .router
+        .find(&parts.method, request_host(&parts), parts.uri.path())
+        .cloned();
+    let Some(route) = route else {
+        ctx.metrics.unrouted.inc();
+        ctx.metrics.unrouted_response(404);
+        let msg = format!("no route matches {} {}", parts.method, parts.uri.path());
+        if snap.config.gateway.access_log {
+            access_log(&parts, remote, 404, "-", "-", 0, start);
+        }
+        return error_response(ProxyError::RouteNotFound, &msg);
+    };
+    let up = snap.upstreams[route.upstream].clone();
+    let method = parts.method.clone();
+    let path = snap.config.gateway.access_log.then(|| parts.uri.clone());
+    let (resp, served) = proxy(ctx, &up, &route, parts, body, remote, start).await;
+    let status = resp.status().as_u16();
+    up.metrics.response(status);
+    up.metrics.latency.observe(start.elapsed().as_secs_f64());
+    if let Some(uri) = path {
+        let node = served.node.map(|i| &*up.endpoints[i].key.authority).unwrap_or("-");
+        tracing::info!(
+            target: "gatehouse::access",
+            client = %remote.ip(),
+            method = %method,
+            uri = %uri,
+            status,
+            service = %up.service,
+            route = %route.name,
+            node,
+            tries = served.tries,
+            ms = start.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+    resp
+}
+
+fn access_log(parts: &Parts, remote: SocketAddr, status: u16, service: &str, node: &str, tries: u32, start: Instant) {
+    tracing::info!(
+        target: "gatehouse::access",
+        client = %remote.ip(),
+        method = %parts.method,
+        uri = %parts.uri,
+        status,
+        service,
+        node,
+        tries,
+        ms = start.elapsed().as_secs_f64() * 1000.0,
+    );
+}
+
+/// What served a request, for logs.
+#[derive(Debug, Default, Clone, Copy)]
+struct Served {
+    node: Option<usize>,
+    tries: u32,
+}
+
+/// The client's body as the tries will send it.
+enum Prepared {
+    Empty,
+    Full(Bytes),
+    Stream(StreamSlot),
+}
+
+impl Prepared {
+    /// A body for the next try (and its progress, for the send/read timers).
+    fn for_try(&self) -> (Body, Option<Arc<Progress>>) {
+        match self {
+            Prepared::Empty => (TryBody::Empty.boxed_unsync(), None),
+            Prepared::Full(b) => (TryBody::Full(Some(b.clone())).boxed_unsync(), None),
+            Prepared::Stream(slot) => {
+                let progress = Progress::new();
+                let body = TryBody::Stream {
+                    slot: slot.clone(),
+                    taken: None,
+                    progress: progress.clone(),
+                };
+                (body.boxed_unsync(), Some(progress))
+            }
+        }
+    }
+
+    /// Whether another try can still send the whole body.
+    fn replayable(&self) -> bool {
+        match self {
+            Prepared::Empty | Prepared::Full(_) => true,
+            Prepared::Stream(slot) => slot.lock().unwrap_or_else(|p| p.into_inner()).is_some(),
+        }
+    }
+}
+
+/// Reads small bodies into memory (so they can be replayed); leaves large or
+/// unsized ones streaming.
+async fn prepare_body(body: Incoming, max_body: u64, max_replay: u64) -> Result<Prepared, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(Prepared::Empty);
+    }
+    let limited = LimitedBody::new(body, max_body);
+    match limited.size_hint().exact() {
+        Some(len) if len <= max_replay => match limited.collect().await {
+            Ok(collected) => Ok(Prepared::Full(collected.to_bytes())),
+            Err(e) if e.is::<BodyTooLarge>() => Err(ProxyError::BodyTooLarge),
+            Err(_) => Err(ProxyError::BadRequest),
+        },
+        _ => Ok(Prepared::Stream(Arc::new(std::sync::Mutex::new(Some(limited))))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn proxy(
+    ctx: &ProxyContext,
+    up: &Arc<Upstream>,
+    route: &RouteTarget,
+    mut parts: Parts,
+    body: Incoming,
+    remote: SocketAddr,
+    start: Instant,
+) -> (Response<Body>, Served) {
+    let mut served = Served::default();
+    let gw_max_body = up_max_body(ctx);
+    let policy = &up.version.upstream;
+    if let Some(len) = body.size_hint().exact()
+        && len > gw_max_body
+    {
+        let msg = format!("request body of {len} bytes exceeds the limit of {gw_max_body} bytes");
+        return (error_response(ProxyError::BodyTooLarge, &msg), served);
+    }
+
+    // Headers for the upstream, shared by every try.
+    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let via = if parts.version == Version::HTTP_2 {
+        headers::VIA_H2
+    } else {
+        headers::VIA_H1
+    };
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarded(&mut parts.headers, remote, client_host.as_ref(), via.clone());
+    match &policy.pass_host {
+        PassHost::Pass => {
+            if let Some(h) = client_host {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        PassHost::Rewrite(v) => {
+            parts.headers.insert(header::HOST, v.clone());
+        }
+        PassHost::Node => {}
+    }
+
+    let body = match prepare_body(body, gw_max_body, policy.retry.max_replay_body).await {
+        Ok(b) => b,
+        Err(e) => return (error_response(e, "the request body could not be read"), served),
+    };
+
+    let _active = up.live.start_request();
+    let may_repeat = idempotent(&parts.method) || parts.headers.contains_key(&IDEMPOTENCY_KEY);
+    let deadline = policy.retry.retry_timeout.map(|t| start + t);
+    let mut excluded = NodeSet::new();
+    let mut _retry_slot = None;
+    loop {
+        let tiers = up.tiers.load();
+        let Some(idx) = pick(up, &tiers, &excluded, &parts, remote) else {
+            let msg = format!("no healthy node is available for service {}", up.service);
+            return (error_response(ProxyError::NoHealthyUpstream, &msg), served);
+        };
+        drop(tiers);
+        excluded.insert(idx);
+        served.tries += 1;
+        served.node = Some(idx);
+        let ep = up.endpoints[idx].clone();
+        let (try_body, progress) = body.for_try();
+        let req = upstream_request(&parts, &ep.authority, &ep.host_header, &policy.pass_host, try_body);
+        let inflight = ep.state.start_request();
+        let t0 = Instant::now();
+        let result = forward::send(&up.client, req, &policy.timeouts, progress).await;
+        let latency = t0.elapsed();
+        let outcome = match &result {
+            Ok(r) => Outcome::Status(r.status().as_u16()),
+            Err(TryError::Connect { .. }) => Outcome::ConnectFailure,
+            Err(TryError::Timeout) => Outcome::Timeout,
+            Err(TryError::Reset) => Outcome::Reset,
+            Err(TryError::BodyTooLarge) => {
+                let msg = format!("request body exceeds the limit of {gw_max_body} bytes");
+                return (error_response(ProxyError::BodyTooLarge, &msg), served);
+            }
+        };
+        record(up, idx, outcome, latency);
+        tracing::debug!(service = %up.service, node = %ep.key.authority, ?outcome, ?latency, "try finished");
+
+        let retry_after = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get(header::RETRY_AFTER))
+            .and_then(parse_retry_after);
+        let decision = up.retry.decide(&RetryContext {
+            route: &route.name,
+            method: &parts.method,
+            tries: served.tries,
+            outcome,
+            retry_after,
+            elapsed: start.elapsed(),
+        });
+        let reached = match &result {
+            Ok(_) => true,
+            Err(e) => e.reached_upstream(),
+        };
+        let retry = match decision {
+            RetryDecision::Stop => None,
+            RetryDecision::Retry { backoff } => {
+                let safe = (may_repeat || !reached) && body.replayable();
+                let in_time = deadline.is_none_or(|d| Instant::now() + backoff < d);
+                let node_left = has_open_candidate(&up.tiers.load(), &excluded);
+                if safe && in_time && node_left {
+                    match up
+                        .live
+                        .try_start_retry(policy.retry.budget_percent, policy.retry.budget_min_concurrent)
+                    {
+                        Some(guard) => Some((backoff, guard)),
+                        None => {
+                            up.metrics.retry_budget_exhausted.inc();
+                            None
+                        }
+                    }
+                } else {
+                    None
+                }
+            }
+        };
+        let Some((backoff, guard)) = retry else {
+            return (finish(result, inflight, up, via), served);
+        };
+        up.metrics.retries.inc();
+        drop(result);
+        drop(inflight);
+        _retry_slot = Some(guard);
+        if !backoff.is_zero() {
+            tokio::time::sleep(backoff).await;
+        }
+    }
+}
+
+fn up_max_body(ctx: &ProxyContext) -> u64 {
+    ctx.snapshot.load().config.gateway.max_body_size
+}
+
+/// Picks from the first tier that still has an untried candidate.
+fn pick(up: &Upstream, tiers: &Tiers, excluded: &NodeSet, parts: &Parts, remote: SocketAddr) -> Option<usize> {
+    for set in &tiers.tiers {
+        let ctx = PickContext {
+            endpoints: &up.endpoints,
+            candidates: set,
+            excluded,
+            request: RequestView { parts, remote },
+        };
+        if let Some(idx) = up.balancer.pick(&ctx)
+            && set.contains(idx)
+            && !excluded.contains(idx)
+        {
+            return Some(idx);
+        }
+    }
+    None
+}
+
+fn has_open_candidate(tiers: &Tiers, excluded: &NodeSet) -> bool {
+    tiers
+        .tiers
+        .iter()
+        .any(|t| t.list.iter().any(|c| !excluded.contains(c.idx as usize)))
+}
+
+/// Feeds one try's outcome to the endpoint's latency estimate and the metrics.
+fn record(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration) {
+    let ep = &up.endpoints[idx];
+    // Failures that come back fast must not look attractive to latency-aware balancers.
+    let sample = match outcome {
+        Outcome::Status(s) if s < 500 => latency,
+        _ => latency.max(FAILURE_PENALTY),
+    };
+    ep.state.observe_latency(sample);
+    if let Some(counters) = up.metrics.attempts.get(idx) {
+        counters.0[outcome.metric_index()].inc();
+    }
+}
+
+/// Latency charged to a failed try, so latency-aware balancers steer away.
+const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+fn upstream_request(
+    parts: &Parts,
+    authority: &http::uri::Authority,
+    node_host: &HeaderValue,
+    pass_host: &PassHost,
+    body: Body,
+) -> Request<Body> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = parts.headers.clone();
+    if *pass_host == PassHost::Node {
+        req.headers_mut().insert(header::HOST, node_host.clone());
+    }
+    req
+}
+
+/// Turns the last try into the client's response.
+fn finish(
+    result: Result<Response<Incoming>, TryError>,
+    inflight: crate::upstream::InflightGuard,
+    up: &Upstream,
+    via: HeaderValue,
+) -> Response<Body> {
+    match result {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            headers::append_via(&mut parts.headers, via);
+            let body = UpstreamBody::new(body, inflight, up.version.upstream.timeouts.read).boxed_unsync();
+            Response::from_parts(parts, body)
+        }
+        Err(e) => {
+            let (err, msg) = match e {
+                TryError::Connect { timeout: true } => {
+                    (ProxyError::UpstreamTimeout, "connecting to the upstream timed out")
+                }
+                TryError::Connect { timeout: false } => {
+                    (ProxyError::ConnectFailed, "could not connect to the upstream")
+                }
+                TryError::Timeout => (ProxyError::UpstreamTimeout, "the upstream did not answer in time"),
+                TryError::Reset => (ProxyError::UpstreamReset, "the upstream connection failed"),
+                TryError::BodyTooLarge => (ProxyError::BodyTooLarge, "request body too large"),
+            };
+            error_response(err, msg)
+        }
+    }
+}

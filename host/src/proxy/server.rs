@@ -1,0 +1,87 @@
+//! Accept loop shared by the proxy and admin listeners: HTTP/1.1 and h2c (prior
+//! knowledge) on one port, a client header timeout, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::upstream::client::Body;
+
+/// Connection settings of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Time a client may take to send a request head.
+    pub header_timeout: Duration,
+    /// Time in-flight requests get after shutdown begins.
+    pub grace: Duration,
+}
+
+/// Serves `handler` on `listener` until `shutdown` turns true, then stops
+/// accepting and waits up to `grace` for open connections to finish their
+/// in-flight requests. Returns whether every connection finished in time.
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    handler: F,
+    mut shutdown: watch::Receiver<bool>,
+    opts: ServeOptions,
+) -> bool
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            a = listener.accept() => a,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let fut = handler(req, remote);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => true,
+        _ = tokio::time::sleep(opts.grace) => {
+            tracing::warn!(grace = ?opts.grace, "grace period over; closing connections with requests in flight");
+            false
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Endpoint identity and the live state kept per endpoint.
+//!
+//! An endpoint is one node of one service (`service + host:port`). Its live state
+//! (in-flight requests, latency estimate, balancer position, health) is shared by
+//! every snapshot that contains the endpoint, so it survives node edits, config
+//! reloads and version publishes. It is only ever touched through atomics.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::model::Node;
+use crate::health::EndpointHealth;
+
+/// Identity of an endpoint: the service it belongs to and its `host:port`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey {
+    /// Service name.
+    pub service: Arc<str>,
+    /// `host:port`.
+    pub authority: Arc<str>,
+}
+
+impl fmt::Debug for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.service, self.authority)
+    }
+}
+
+impl fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.service, self.authority)
+    }
+}
+
+/// Process-wide monotonic origin for compact timestamps.
+fn origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process origin (wraps after 49 days; only differences are used).
+pub fn now_ms() -> u32 {
+    origin().elapsed().as_millis() as u32
+}
+
+/// Decay time of the latency estimate.
+pub const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// Live state of one endpoint.
+#[derive(Debug)]
+pub struct EndpointState {
+    /// Requests currently being served by this endpoint (held until the response body ends).
+    inflight: AtomicU32,
+    /// Peak-EWMA latency in microseconds (f32 bits, high half) and the time of the
+    /// last update in ms (low half), packed so one CAS updates both.
+    ewma: AtomicU64,
+    /// Smooth weighted round robin's running weight.
+    rr_current: AtomicI64,
+    /// When the endpoint (re)joined: slow start runs from here. Milliseconds from origin.
+    joined_ms: AtomicU32,
+    /// Requests sent to this endpoint, ever.
+    requests: AtomicU64,
+    /// Health, breaker and ejection state.
+    pub health: EndpointHealth,
+}
+
+impl EndpointState {
+    /// A fresh endpoint whose latency estimate starts at `seed_us`.
+    pub fn new(seed_us: f32) -> Self {
+        Self {
+            inflight: AtomicU32::new(0),
+            ewma: AtomicU64::new(pack(seed_us, now_ms())),
+            rr_current: AtomicI64::new(0),
+            joined_ms: AtomicU32::new(now_ms()),
+            requests: AtomicU64::new(0),
+            health: EndpointHealth::default(),
+        }
+    }
+
+    /// Requests in flight.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Requests ever sent here.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Marks one request as started; the guard ends it when dropped.
+    pub fn start_request(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InflightGuard { state: self.clone() }
+    }
+
+    /// Current latency estimate in microseconds, decayed for the time since the last
+    /// observation (so an idle endpoint is tried again eventually).
+    pub fn ewma_us(&self) -> f32 {
+        let (v, at) = unpack(self.ewma.load(Ordering::Relaxed));
+        v * decay(now_ms().wrapping_sub(at))
+    }
+
+    /// The estimate without decay, for seeding new endpoints.
+    pub fn ewma_raw_us(&self) -> f32 {
+        unpack(self.ewma.load(Ordering::Relaxed)).0
+    }
+
+    /// Feeds one latency observation into the peak-EWMA estimate.
+    pub fn observe_latency(&self, latency: Duration) {
+        let rtt = latency.as_secs_f32() * 1e6;
+        let now = now_ms();
+        let _ = self.ewma.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+            let (v, at) = unpack(cur);
+            let next = if rtt > v {
+                rtt
+            } else {
+                let w = decay(now.wrapping_sub(at));
+                v * w + rtt * (1.0 - w)
+            };
+            Some(pack(next, now))
+        });
+    }
+
+    /// Smooth weighted round robin: the running weight.
+    pub fn rr_current(&self) -> &AtomicI64 {
+        &self.rr_current
+    }
+
+    /// Restarts slow start (the endpoint joined or recovered now).
+    pub fn mark_joined(&self) {
+        self.joined_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Time since the endpoint joined or last recovered.
+    pub fn since_joined(&self) -> Duration {
+        Duration::from_millis(u64::from(now_ms().wrapping_sub(self.joined_ms.load(Ordering::Relaxed))))
+    }
+}
+
+fn decay(elapsed_ms: u32) -> f32 {
+    (-(elapsed_ms as f32) / EWMA_DECAY.as_millis() as f32).exp()
+}
+
+fn pack(v: f32, at: u32) -> u64 {
+    (u64::from(v.to_bits()) << 32) | u64::from(at)
+}
+
+fn unpack(x: u64) -> (f32, u32) {
+    (f32::from_bits((x >> 32) as u32), x as u32)
+}
+
+/// Ends an in-flight request when dropped.
+#[derive(Debug)]
+pub struct InflightGuard {
+    state: Arc<EndpointState>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.state.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One endpoint as it appears in a snapshot: its identity, its node settings, what
+/// the forwarder needs to reach it, and its live state.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Identity.
+    pub key: EndpointKey,
+    /// Node settings (weight, zone, region, priority, tags).
+    pub node: Node,
+    /// `http://host:port` as a URI authority, for building upstream request URIs.
+    pub authority: http::uri::Authority,
+    /// `host:port` as a header value, for `pass_host: node`.
+    pub host_header: http::HeaderValue,
+    /// Live state.
+    pub state: Arc<EndpointState>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ewma_jumps_to_peaks_and_decays_toward_lower_samples() {
+        let s = EndpointState::new(1000.0);
+        s.observe_latency(Duration::from_millis(200));
+        assert!((s.ewma_raw_us() - 200_000.0).abs() < 1.0);
+        s.observe_latency(Duration::from_millis(1));
+        // No time passed: a lower sample barely moves a peak.
+        assert!(s.ewma_raw_us() > 150_000.0);
+    }
+
+    #[test]
+    fn inflight_guard_counts() {
+        let s = Arc::new(EndpointState::new(0.0));
+        let g1 = s.start_request();
+        let g2 = s.start_request();
+        assert_eq!(s.inflight(), 2);
+        drop(g1);
+        drop(g2);
+        assert_eq!(s.inflight(), 0);
+        assert_eq!(s.requests(), 2);
+    }
+
+    #[test]
+    fn pack_round_trips() {
+        let (v, at) = unpack(pack(123.5, 77));
+        assert_eq!((v, at), (123.5, 77));
+    }
+}
