@@ -1,1 +1,21 @@
-//! t
+//! Support for Gatehouse's black-box tests: real upstream HTTP servers whose
+//! behaviour a test can change while they run, a gateway started in-process or as
+//! the real binary, and a small HTTP client.
+
+pub mod client;
+pub mod gateway;
+pub mod upstream;
+
+pub use client::{Client, Reply};
+pub use gateway::{BinaryGateway, TestGateway, write_config};
+pub use upstream::{Behavior, TestUpstream};
+
+/// Installs a log subscriber once (honours `RUST_LOG`; quiet by default).
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
