@@ -53,3 +53,8 @@ impl EndpointHealth {
         }
     }
 }
+
+/// The health part of an endpoint's entry in `GET /admin/v1/services`.
+pub fn report(h: &EndpointHealth) -> serde_json::Value {
+    serde_json::json!({ "state": h.state().as_str() })
+}
