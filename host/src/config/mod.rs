@@ -98,9 +98,19 @@ pub fn load_str(text: &str, source_name: &str, overrides: &Overrides, base_dir: 
         source_name: source_name.to_string(),
         errors,
     };
-    let raw = parse::parse_document(text).map_err(invalid)?;
-    let config = validate::validate(&raw, overrides, base_dir).map_err(invalid)?;
-    Ok(Loaded { raw, config })
+    let parsed = parse::parse_partial(text);
+    let mut errors = parsed.errors;
+    match validate::validate_partial(&parsed.raw, overrides, base_dir, &parsed.broken) {
+        Ok(config) if errors.is_empty() => Ok(Loaded {
+            raw: parsed.raw,
+            config,
+        }),
+        Ok(_) => Err(invalid(errors)),
+        Err(more) => {
+            errors.extend(more);
+            Err(invalid(errors))
+        }
+    }
 }
 
 /// Validates an in-memory raw document (admin edits and imports).

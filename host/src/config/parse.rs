@@ -5,14 +5,50 @@
 //! version, each published service, each node) is deserialized on its own. An error in
 //! one piece does not hide errors in the others.
 
+use std::collections::HashSet;
+
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::ConfigError;
 use super::raw::{RawConfig, RawGroup, RawNode, RawPublished, RawService, RawVersion};
 
+/// Pieces of a document that failed to parse, so that validation of the rest does
+/// not report them a second time as missing.
+#[derive(Debug, Clone, Default)]
+pub struct Broken {
+    /// The `gateway:` section failed.
+    pub gateway: bool,
+    /// Services (by name) that failed as a whole.
+    pub services: HashSet<String>,
+    /// (service, version) pairs that failed.
+    pub versions: HashSet<(String, String)>,
+}
+
+/// A document read as far as it could be: the pieces that parsed, the errors of
+/// those that did not, and which pieces those were.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    /// The pieces that parsed.
+    pub raw: RawConfig,
+    /// Structural errors.
+    pub errors: Vec<ConfigError>,
+    /// What failed.
+    pub broken: Broken,
+}
+
 /// Parses a config document. On failure returns every error found.
 pub fn parse_document(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
+    let parsed = parse_partial(text);
+    if parsed.errors.is_empty() {
+        Ok(parsed.raw)
+    } else {
+        Err(parsed.errors)
+    }
+}
+
+/// Parses as much of a document as possible.
+pub fn parse_partial(text: &str) -> Parsed {
     let doc: Value = match serde_yaml_ng::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -20,17 +56,29 @@ pub fn parse_document(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
                 .location()
                 .map(|l| format!("line {} column {}", l.line(), l.column()))
                 .unwrap_or_else(|| "document".to_string());
-            return Err(vec![ConfigError::new(at, format!("not valid YAML: {e}"))]);
+            return Parsed {
+                errors: vec![ConfigError::new(at, format!("not valid YAML: {e}"))],
+                broken: Broken {
+                    gateway: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
         }
     };
     let mut p = Parser::default();
     let raw = p.document(doc);
-    if p.errors.is_empty() { Ok(raw) } else { Err(p.errors) }
+    Parsed {
+        raw,
+        errors: p.errors,
+        broken: p.broken,
+    }
 }
 
 #[derive(Default)]
 struct Parser {
     errors: Vec<ConfigError>,
+    broken: Broken,
 }
 
 impl Parser {
@@ -97,6 +145,7 @@ impl Parser {
         };
         if let Some(g) = map.remove("gateway") {
             raw.gateway = self.de(g, "gateway");
+            self.broken.gateway = raw.gateway.is_none();
         }
         let services = self.sequence(map.remove("services"), "services");
         for (i, s) in services.into_iter().enumerate() {
@@ -114,14 +163,24 @@ impl Parser {
     }
 
     fn service(&mut self, value: Value, path: &str) -> Option<RawService> {
-        let mut map = self.mapping(value, path, &["name", "versions"])?;
+        let name_hint = value.get("name").and_then(scalar_text);
+        let Some(mut map) = self.mapping(value, path, &["name", "versions"]) else {
+            self.broken.services.extend(name_hint);
+            return None;
+        };
         let name = self.required_string(&mut map, "name", path);
         let versions_path = join_path(path, "versions");
         let versions = self.sequence(map.remove("versions"), &versions_path);
         let mut out = Vec::new();
         for (i, v) in versions.into_iter().enumerate() {
-            if let Some(v) = self.de::<RawVersion>(v, &format!("{versions_path}[{i}]")) {
-                out.push(v);
+            let label = v.get("version").and_then(scalar_text);
+            match self.de::<RawVersion>(v, &format!("{versions_path}[{i}]")) {
+                Some(v) => out.push(v),
+                None => {
+                    if let (Some(service), Some(version)) = (&name, label) {
+                        self.broken.versions.insert((service.clone(), version));
+                    }
+                }
             }
         }
         Some(RawService {
@@ -185,6 +244,15 @@ fn join_path(prefix: &str, inner: &str) -> String {
         (true, false) => inner.to_string(),
         (false, false) if inner.starts_with('[') => format!("{prefix}{inner}"),
         (false, false) => format!("{prefix}.{inner}"),
+    }
+}
+
+/// A scalar as text (`1.0` and `"1.0"` both give "1.0").
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -35,7 +35,10 @@ impl Validator {
                     );
                     continue;
                 }
+                let broken = self.broken.services.contains(&p.service)
+                    || self.broken.versions.contains(&(p.service.clone(), p.version.clone()));
                 match services.get(&p.service) {
+                    _ if broken => {}
                     None => {
                         let known: Vec<_> = services.keys().map(String::as_str).collect();
                         self.error(

@@ -14,6 +14,7 @@ mod upstream;
 use super::ConfigError;
 use super::duration::RawDuration;
 use super::model::*;
+use super::parse::Broken;
 use super::raw::*;
 
 /// Values that flags put over the file's `gateway:` section.
@@ -71,11 +72,25 @@ pub(super) const BALANCERS: &str = "roundrobin, chash, ewma, least_conn";
 
 /// Validates a raw config. `base_dir` anchors relative directories.
 pub fn validate(raw: &RawConfig, overrides: &Overrides, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
-    let mut v = Validator::default();
+    validate_partial(raw, overrides, base_dir, &Broken::default())
+}
+
+/// Validates the pieces of a document that parsed; references to pieces that
+/// failed to parse (`broken`) are not reported again.
+pub fn validate_partial(
+    raw: &RawConfig,
+    overrides: &Overrides,
+    base_dir: &Path,
+    broken: &Broken,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut v = Validator {
+        broken: broken.clone(),
+        ..Validator::default()
+    };
     let gateway = v.gateway(raw.gateway.as_ref(), overrides, base_dir);
     let services = v.services(&raw.services, &gateway);
     let groups = v.groups(&raw.gateway_groups, &services);
-    if !groups.contains_key(&gateway.group) && !raw.gateway_groups.is_empty() {
+    if !groups.contains_key(&gateway.group) && !raw.gateway_groups.is_empty() && !broken.gateway {
         let known: Vec<_> = groups.keys().map(String::as_str).collect();
         v.error(
             "gateway.group",
@@ -100,6 +115,7 @@ pub fn validate(raw: &RawConfig, overrides: &Overrides, base_dir: &Path) -> Resu
 #[derive(Default)]
 pub(super) struct Validator {
     pub(super) errors: Vec<ConfigError>,
+    pub(super) broken: Broken,
 }
 
 pub(super) fn dur(d: &Option<RawDuration>, default: Duration) -> Duration {

@@ -1,0 +1,182 @@
+//! The real `gatehouse` binary: streaming large bodies in bounded memory, graceful
+//! shutdown on SIGTERM, and `gatehouse validate`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse_tests::gateway::binary;
+use gatehouse_tests::upstream::pattern_byte;
+use gatehouse_tests::{Behavior, BinaryGateway, TestUpstream, write_config};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client as Hyper;
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+
+fn config(port: u16) -> String {
+    format!(
+        r#"
+gateway: {{ group: g, access_log: false, shutdown_grace: 10 }}
+services:
+  - name: api
+    versions:
+      - version: "1"
+        routes: [ {{ uri: "/*" }} ]
+        upstream: {{ timeout: {{ connect: 2, send: 10, read: 10 }} }}
+gateway_groups:
+  - name: g
+    services:
+      - service: api
+        version: "1"
+        nodes: [ {{ host: 127.0.0.1, port: {port} }} ]
+"#
+    )
+}
+
+const SIZE: u64 = 50 * 1024 * 1024;
+
+#[tokio::test]
+async fn fifty_megabytes_stream_both_ways_in_bounded_memory() {
+    let up = TestUpstream::start("n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "gw.yaml", &config(up.port()));
+    let gw = BinaryGateway::start(&path, &[]).await;
+    let client = Hyper::builder(TokioExecutor::new())
+        .build_http::<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>();
+
+    // Upload: 50 MB in 64 KiB chunks, generated on the fly.
+    let mut expected = Sha256::new();
+    let chunks: Vec<Bytes> = (0..SIZE.div_ceil(65536))
+        .map(|c| {
+            let start = c * 65536;
+            let end = (start + 65536).min(SIZE);
+            Bytes::from((start..end).map(pattern_byte).collect::<Vec<u8>>())
+        })
+        .collect();
+    for c in &chunks {
+        expected.update(c);
+    }
+    let stream = futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(c))),
+    );
+    let req = http::Request::post(gw.url("/echo"))
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap();
+    let mut peak_rss = 0;
+    let resp = client.request(req).await.unwrap();
+    peak_rss = peak_rss.max(gw.rss_kib());
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(text, format!("{SIZE} {}", hex::encode(expected.finalize())));
+
+    // Download: 50 MB, hashed as it arrives, sampling the gateway's RSS on the way.
+    let req = http::Request::get(gw.url(&format!("/bytes/{SIZE}")))
+        .body(http_body_util::Empty::new().map_err(|n| match n {}).boxed())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Sha256::new();
+    let mut want = Sha256::new();
+    let mut offset = 0u64;
+    let mut frames = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.unwrap().data_ref() {
+            got.update(d);
+            want.update((offset..offset + d.len() as u64).map(pattern_byte).collect::<Vec<u8>>());
+            offset += d.len() as u64;
+        }
+        frames += 1;
+        if frames.is_multiple_of(64) {
+            peak_rss = peak_rss.max(gw.rss_kib());
+        }
+    }
+    assert_eq!(offset, SIZE);
+    assert_eq!(got.finalize(), want.finalize());
+    peak_rss = peak_rss.max(gw.rss_kib());
+    assert!(peak_rss < 100 * 1024, "gateway RSS reached {peak_rss} KiB");
+    eprintln!("peak gateway RSS while streaming 2 x 50 MB: {peak_rss} KiB");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
+    let up = TestUpstream::start("n").await;
+    up.set(Behavior::Delay(Duration::from_millis(1500)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "gw.yaml", &config(up.port()));
+    let mut gw = BinaryGateway::start(&path, &[]).await;
+    let url = gw.url("/slow");
+    let inflight = tokio::spawn(async move { gatehouse_tests::Client::new().get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    // New connections are refused soon after the signal.
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(gw.url.trim_start_matches("http://"))
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "still accepting after SIGTERM");
+    let reply = inflight.await.unwrap().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "n");
+    let code = gw.wait(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn validate_lists_every_error_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), "good.yaml", &config(8080));
+    let out = std::process::Command::new(binary())
+        .arg("validate")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = write_config(
+        dir.path(),
+        "bad.yaml",
+        &config(8080)
+            .replace("upstream: {", "upstream: { type: rr,")
+            .replace("port: 8080", "port: 0"),
+    );
+    let out = std::process::Command::new(binary())
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"services[0].versions[0].upstream.type: unknown balancer "rr"; expected one of roundrobin, chash, ewma, least_conn"#),
+        "{err}"
+    );
+    assert!(err.contains("gateway_groups[0].services[0].nodes[0].port"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_config_at_startup_exits_non_zero_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "gw.yaml", "services: [ { name: x, versions: [ { version: 1");
+    let port = gatehouse_tests::gateway::free_port();
+    let out = std::process::Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid YAML"));
+}
