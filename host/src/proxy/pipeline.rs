@@ -47,9 +47,19 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
         return error_response(ProxyError::RouteNotFound, &msg);
     };
     let up = snap.upstreams[route.upstream].clone();
+    let debug = route.debug
+        || snap
+            .config
+            .gateway
+            .debug_header
+            .as_ref()
+            .is_some_and(|h| parts.headers.contains_key(h));
     let method = parts.method.clone();
     let path = snap.config.gateway.access_log.then(|| parts.uri.clone());
-    let (resp, served) = proxy(ctx, &up, &route, parts, body, remote, start).await;
+    let (mut resp, served) = proxy(ctx, &up, &route, parts, body, remote, start).await;
+    if debug && let Some(v) = explain(&up, &served) {
+        resp.headers_mut().insert(DEBUG_HEADER.clone(), v);
+    }
     let status = resp.status().as_u16();
     up.metrics.response(status);
     up.metrics.latency.observe(start.elapsed().as_secs_f64());
@@ -85,11 +95,65 @@ fn access_log(parts: &Parts, remote: SocketAddr, status: u16, service: &str, nod
     );
 }
 
-/// What served a request, for logs.
-#[derive(Debug, Default, Clone, Copy)]
+/// What served a request, for logs and the debug header.
+#[derive(Debug, Default, Clone)]
 struct Served {
     node: Option<usize>,
+    tier: usize,
     tries: u32,
+    /// Tries that failed: (endpoint index, outcome).
+    failures: Vec<(usize, Outcome)>,
+}
+
+/// Response header that explains the routing decision.
+pub static DEBUG_HEADER: header::HeaderName = header::HeaderName::from_static("x-gatehouse-debug");
+
+/// The debug header's value: node, zone, tier, tries and why.
+fn explain(up: &Upstream, served: &Served) -> Option<HeaderValue> {
+    let tiers = up.tiers.load();
+    let mut out = match served.node {
+        Some(i) => {
+            let n = &up.endpoints[i].node;
+            format!(
+                "node={}; zone={}; region={}; priority={}; tier={}",
+                up.endpoints[i].key.authority,
+                if n.zone.is_empty() { &up.locality.zone } else { &n.zone },
+                if n.region.is_empty() {
+                    &up.locality.region
+                } else {
+                    &n.region
+                },
+                n.priority,
+                served.tier
+            )
+        }
+        None => "node=none".to_string(),
+    };
+    out.push_str(&format!(
+        "; tries={}; balancer={}; panic={}",
+        served.tries,
+        up.balancer.name(),
+        tiers.panic
+    ));
+    if !served.failures.is_empty() {
+        let failed: Vec<String> = served
+            .failures
+            .iter()
+            .map(|(i, o)| format!("{} {}", up.endpoints[*i].key.authority, outcome_name(*o)))
+            .collect();
+        out.push_str(&format!("; failed=[{}]", failed.join(", ")));
+    }
+    out.push_str(&format!("; plan=\"{}\"", tiers.note));
+    HeaderValue::from_str(&out).ok()
+}
+
+fn outcome_name(o: Outcome) -> String {
+    match o {
+        Outcome::Status(s) => s.to_string(),
+        Outcome::ConnectFailure => "connect_failure".into(),
+        Outcome::Timeout => "timeout".into(),
+        Outcome::Reset => "reset".into(),
+    }
 }
 
 /// The client's body as the tries will send it.
@@ -176,6 +240,9 @@ async fn proxy(
         headers::VIA_H1
     };
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(h) = &ctx.snapshot.load().config.gateway.debug_header {
+        parts.headers.remove(h);
+    }
     headers::add_forwarded(&mut parts.headers, remote, client_host.as_ref(), via.clone());
     match &policy.pass_host {
         PassHost::Pass => {
@@ -201,7 +268,7 @@ async fn proxy(
     let mut _retry_slot = None;
     loop {
         let tiers = up.tiers.load();
-        let Some(idx) = pick(up, &tiers, &excluded, &parts, remote) else {
+        let Some((idx, tier)) = pick(up, &tiers, &excluded, &parts, remote) else {
             let msg = format!("no healthy node is available for service {}", up.service);
             return (error_response(ProxyError::NoHealthyUpstream, &msg), served);
         };
@@ -209,12 +276,20 @@ async fn proxy(
         excluded.insert(idx);
         served.tries += 1;
         served.node = Some(idx);
+        served.tier = tier;
         let ep = up.endpoints[idx].clone();
         let (try_body, progress) = body.for_try();
         let req = upstream_request(&parts, &ep.authority, &ep.host_header, &policy.pass_host, try_body);
         let inflight = ep.state.start_request();
         let t0 = Instant::now();
-        let result = forward::send(&up.client, req, &policy.timeouts, progress).await;
+        let send = forward::send(&up.client, req, &policy.timeouts, progress);
+        let result = match deadline {
+            // The overall deadline also cuts the try in progress.
+            Some(d) => tokio::time::timeout_at(d.into(), send)
+                .await
+                .unwrap_or(Err(TryError::Timeout)),
+            None => send.await,
+        };
         let latency = t0.elapsed();
         let outcome = match &result {
             Ok(r) => Outcome::Status(r.status().as_u16()),
@@ -268,6 +343,9 @@ async fn proxy(
                 }
             }
         };
+        if !matches!(outcome, Outcome::Status(s) if s < 500) {
+            served.failures.push((idx, outcome));
+        }
         let Some((backoff, guard)) = retry else {
             return (finish(result, inflight, up, via), served);
         };
@@ -285,9 +363,10 @@ fn up_max_body(ctx: &ProxyContext) -> u64 {
     ctx.snapshot.load().config.gateway.max_body_size
 }
 
-/// Picks from the first tier that still has an untried candidate.
-fn pick(up: &Upstream, tiers: &Tiers, excluded: &NodeSet, parts: &Parts, remote: SocketAddr) -> Option<usize> {
-    for set in &tiers.tiers {
+/// Picks from the first tier that still has an untried candidate; returns the
+/// endpoint and the tier it came from.
+fn pick(up: &Upstream, tiers: &Tiers, excluded: &NodeSet, parts: &Parts, remote: SocketAddr) -> Option<(usize, usize)> {
+    for (tier, set) in tiers.tiers.iter().enumerate() {
         let ctx = PickContext {
             endpoints: &up.endpoints,
             candidates: set,
@@ -298,7 +377,7 @@ fn pick(up: &Upstream, tiers: &Tiers, excluded: &NodeSet, parts: &Parts, remote:
             && set.contains(idx)
             && !excluded.contains(idx)
         {
-            return Some(idx);
+            return Some((idx, tier));
         }
     }
     None

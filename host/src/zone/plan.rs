@@ -1,0 +1,224 @@
+//! The pure traffic plan behind [`super::compute`]: node labels and health in,
+//! traffic shares and fallback order out.
+
+use crate::config::model::{OnPanic, PriorityFailover, UpstreamPolicy, ZoneRouting};
+
+/// Envoy's overprovisioning factor: a priority level keeps all of its traffic while
+/// at least 1/1.4 ≈ 71 % of its weight is healthy.
+pub const OVERPROVISIONING: f64 = 1.4;
+
+/// What the plan needs to know about one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeView {
+    /// Effective weight (0 = drained).
+    pub weight: u32,
+    /// In the gateway's zone.
+    pub local_zone: bool,
+    /// In the gateway's region.
+    pub local_region: bool,
+    /// Priority level (higher first).
+    pub priority: i32,
+    /// May receive traffic.
+    pub healthy: bool,
+}
+
+/// The routing settings of an upstream that the plan depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TierPolicy {
+    /// Zone routing mode.
+    pub zone_routing: ZoneRouting,
+    /// Healthy share of the local zone needed to keep all traffic local.
+    pub min_local_share: f64,
+    /// Priority failover mode.
+    pub priority_failover: PriorityFailover,
+    /// Panic threshold, percent of weight healthy.
+    pub panic_threshold: f64,
+    /// Panic behaviour.
+    pub on_panic: OnPanic,
+}
+
+impl From<&UpstreamPolicy> for TierPolicy {
+    fn from(u: &UpstreamPolicy) -> Self {
+        Self {
+            zone_routing: u.zone_routing,
+            min_local_share: u.min_local_share,
+            priority_failover: u.priority_failover,
+            panic_threshold: u.panic_threshold,
+            on_panic: u.on_panic,
+        }
+    }
+}
+
+/// Traffic shares and fallback order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// (node index, share of new requests); shares sum to 1 unless empty.
+    pub primary: Vec<(usize, f64)>,
+    /// Remaining healthy nodes, grouped in order of preference, for retries.
+    pub fallback: Vec<Vec<usize>>,
+    /// Serving by the panic rule (or refusing, when `primary` is empty).
+    pub panic: bool,
+    /// Human-readable explanation.
+    pub note: String,
+}
+
+/// Locality rank: 0 local zone, 1 same region, 2 elsewhere (all 0 with zones off).
+fn rank(n: &NodeView, routing: ZoneRouting) -> u8 {
+    match routing {
+        ZoneRouting::Off => 0,
+        _ if n.local_zone => 0,
+        _ if n.local_region => 1,
+        _ => 2,
+    }
+}
+
+fn weight_of(nodes: &[NodeView], idx: impl IntoIterator<Item = usize>) -> f64 {
+    idx.into_iter().map(|i| f64::from(nodes[i].weight)).sum()
+}
+
+/// Computes the plan. Deterministic: equal inputs give equal outputs.
+pub fn plan(nodes: &[NodeView], p: &TierPolicy) -> Plan {
+    let universe: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].weight > 0 && (p.zone_routing != ZoneRouting::LocalOnly || nodes[i].local_zone))
+        .collect();
+    if universe.is_empty() {
+        let note = match p.zone_routing {
+            ZoneRouting::LocalOnly => "no node with weight in the local zone (local_only)",
+            _ => "no node with weight",
+        };
+        return Plan {
+            note: note.to_string(),
+            ..Plan::default()
+        };
+    }
+    let total = weight_of(nodes, universe.iter().copied());
+    let healthy_weight = weight_of(nodes, universe.iter().copied().filter(|&i| nodes[i].healthy));
+    let healthy_pct = 100.0 * healthy_weight / total;
+    let panic = healthy_weight == 0.0 || (p.panic_threshold > 0.0 && healthy_pct < p.panic_threshold);
+    if panic && (p.on_panic == OnPanic::Fail || (p.zone_routing == ZoneRouting::LocalOnly && healthy_weight == 0.0)) {
+        return Plan {
+            panic: true,
+            note: format!("panic: {healthy_pct:.0}% of capacity healthy; refusing traffic"),
+            ..Plan::default()
+        };
+    }
+    // In panic (fail open) every node counts as healthy.
+    let ok = |i: usize| panic || nodes[i].healthy;
+
+    let mut levels: Vec<i32> = universe.iter().map(|&i| nodes[i].priority).collect();
+    levels.sort_unstable_by(|a, b| b.cmp(a));
+    levels.dedup();
+    let members = |level: i32| universe.iter().copied().filter(move |&i| nodes[i].priority == level);
+    let level_health: Vec<f64> = levels
+        .iter()
+        .map(|&l| weight_of(nodes, members(l).filter(|&i| ok(i))) / weight_of(nodes, members(l)))
+        .collect();
+    let mut loads = vec![0.0; levels.len()];
+    match p.priority_failover {
+        PriorityFailover::Backup => {
+            if let Some(first) = level_health.iter().position(|h| *h > 0.0) {
+                loads[first] = 1.0;
+            }
+        }
+        PriorityFailover::Graceful => {
+            let mut remaining: f64 = 1.0;
+            for (k, h) in level_health.iter().enumerate() {
+                let load = remaining.min((h * OVERPROVISIONING).min(1.0));
+                loads[k] = load;
+                remaining -= load;
+                if remaining <= 1e-12 {
+                    break;
+                }
+            }
+            let sum: f64 = loads.iter().sum();
+            if sum > 0.0 && (1.0 - sum).abs() > 1e-12 {
+                loads.iter_mut().for_each(|l| *l /= sum);
+            }
+        }
+    }
+
+    let mut share = vec![0.0f64; nodes.len()];
+    let mut notes = Vec::new();
+    for (k, &level) in levels.iter().enumerate() {
+        if loads[k] <= 0.0 {
+            continue;
+        }
+        let load = loads[k];
+        let healthy_in = |r: u8| -> Vec<usize> {
+            members(level)
+                .filter(|&i| ok(i) && rank(&nodes[i], p.zone_routing) == r)
+                .collect()
+        };
+        let local = healthy_in(0);
+        let local_healthy = weight_of(nodes, local.iter().copied());
+        let region = healthy_in(1);
+        let spill = if !region.is_empty() { region } else { healthy_in(2) };
+        let (local_part, why) = match p.zone_routing {
+            ZoneRouting::Off => (1.0, "zones off".to_string()),
+            ZoneRouting::LocalOnly => (1.0, "local zone only".to_string()),
+            ZoneRouting::PreferLocal => {
+                let local_total = weight_of(nodes, members(level).filter(|&i| rank(&nodes[i], p.zone_routing) == 0));
+                let s = if local_total > 0.0 {
+                    local_healthy / local_total
+                } else {
+                    0.0
+                };
+                let f = if local_healthy == 0.0 {
+                    0.0
+                } else if spill.is_empty() || p.min_local_share <= 0.0 {
+                    1.0
+                } else {
+                    (s / p.min_local_share).min(1.0)
+                };
+                let why = if f >= 1.0 {
+                    format!("local zone {:.0}% healthy: all local", s * 100.0)
+                } else {
+                    format!(
+                        "local zone {:.0}% healthy < {:.0}%: {:.0}% spills",
+                        s * 100.0,
+                        p.min_local_share * 100.0,
+                        (1.0 - f) * 100.0
+                    )
+                };
+                (f, why)
+            }
+        };
+        let mut give = |group: &[usize], amount: f64| {
+            let w = weight_of(nodes, group.iter().copied());
+            if amount > 0.0 && w > 0.0 {
+                for &i in group {
+                    share[i] += amount * f64::from(nodes[i].weight) / w;
+                }
+            }
+        };
+        give(&local, load * local_part);
+        give(&spill, load * (1.0 - local_part));
+        notes.push(format!("priority {level} takes {:.0}%; {why}", load * 100.0));
+    }
+
+    let primary: Vec<(usize, f64)> = (0..nodes.len())
+        .filter(|&i| share[i] > 0.0)
+        .map(|i| (i, share[i]))
+        .collect();
+    let mut fallback = Vec::new();
+    for &level in &levels {
+        for r in 0..3u8 {
+            let group: Vec<usize> = members(level)
+                .filter(|&i| ok(i) && share[i] == 0.0 && rank(&nodes[i], p.zone_routing) == r)
+                .collect();
+            if !group.is_empty() {
+                fallback.push(group);
+            }
+        }
+    }
+    let mut note = notes.join("; ");
+    if panic {
+        note = format!("panic: {healthy_pct:.0}% of capacity healthy, failing open; {note}");
+    }
+    Plan {
+        primary,
+        fallback,
+        panic,
+        note,
+    }
+}
