@@ -177,19 +177,26 @@ async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
 }
 
 async fn wait_and_stop(gateway: Gateway) -> Result<()> {
-    wait_for_signal().await?;
+    wait_for_signal(&gateway).await?;
     tracing::info!("signal received: finishing in-flight requests");
     gateway.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP meanwhile forces a config reload.
+async fn wait_for_signal(gateway: &Gateway) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let outcome = gateway.reload().await;
+                tracing::info!(?outcome, "SIGHUP: config reload");
+            }
+        }
     }
-    Ok(())
 }
