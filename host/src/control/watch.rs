@@ -112,7 +112,9 @@ fn run(control: &ControlPlane, path: &Path, stop: &AtomicBool) {
             None
         }
     };
+    // Whatever changed between the gateway's load and the watch being in place.
     let mut seen = fingerprint(path);
+    control.reload(Cause::FileChange, false);
     while !stop.load(Ordering::Acquire) {
         let relevant = match &events {
             Some((_, rx)) => match rx.recv_timeout(POLL) {
