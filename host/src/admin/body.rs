@@ -2,9 +2,11 @@
 //! tells malformed JSON (400 `malformed_json`) from JSON of the wrong shape
 //! (400 `invalid_body`, with the key path).
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
@@ -15,24 +17,64 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 /// Largest config import.
 pub const MAX_CONFIG_BODY: usize = 16 * 1024 * 1024;
 
-/// Reads the whole body, refusing more than `limit` bytes (up front when
-/// `Content-Length` says so, else as soon as the limit is passed).
-pub async fn read(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, AdminError> {
+/// Past the limit, up to this many times the limit is still read and thrown
+/// away (for at most [`DRAIN_TIME`]) so that the client, still sending, gets the
+/// 413 instead of a broken connection.
+const DRAIN_FACTOR: usize = 4;
+/// Longest time spent draining an oversized body.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads the whole body, refusing more than `limit` bytes (413), whether
+/// `Content-Length` says so up front or the body runs past the limit.
+pub async fn read(headers: &HeaderMap, mut body: Incoming, limit: usize) -> Result<Bytes, AdminError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(AdminError::BodyTooLarge { limit });
+    let mut buf = BytesMut::new();
+    let mut too_large = declared.is_some_and(|n| n > limit as u64);
+    let mut seen = 0usize;
+    let drain = tokio::time::sleep(DRAIN_TIME);
+    tokio::pin!(drain);
+    loop {
+        let frame = if too_large {
+            tokio::select! {
+                _ = &mut drain => break,
+                f = body.frame() => f,
+            }
+        } else {
+            body.frame().await
+        };
+        let data = match frame {
+            None => break,
+            Some(Ok(f)) => f.into_data().unwrap_or_default(),
+            Some(Err(e)) if too_large => {
+                tracing::debug!(error = %e, "oversized admin body ended early");
+                break;
+            }
+            Some(Err(e)) => {
+                return Err(AdminError::bad_request(
+                    "bad_body",
+                    format!("cannot read the request body: {e}"),
+                    None,
+                ));
+            }
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > limit {
+            too_large = true;
+            buf.clear();
+            if seen > limit.saturating_mul(DRAIN_FACTOR) {
+                break;
+            }
+        } else if !too_large {
+            buf.extend_from_slice(&data);
+        }
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(AdminError::BodyTooLarge { limit }),
-        Err(e) => Err(AdminError::bad_request(
-            "bad_body",
-            format!("cannot read the request body: {e}"),
-            None,
-        )),
+    if too_large {
+        Err(AdminError::BodyTooLarge { limit })
+    } else {
+        Ok(buf.freeze())
     }
 }
 
