@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gatehouse::config::{self, Overrides};
+use gatehouse::control::ReloadOutcome;
 use gatehouse::{Gateway, StartOptions, demo};
 
 /// Gatehouse: an API gateway that keeps API backends available when nodes, zones or
@@ -193,10 +194,13 @@ async fn wait_for_signal(gateway: &Gateway) -> Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                let outcome = gateway.reload().await;
-                tracing::info!(?outcome, "SIGHUP: config reload");
-            }
+            _ = hup.recv() => match gateway.reload().await {
+                ReloadOutcome::Applied { generation } => tracing::info!(generation, "SIGHUP: config reloaded"),
+                ReloadOutcome::Rejected(errors) => {
+                    tracing::warn!(errors = errors.len(), "SIGHUP: config rejected; the last good config keeps serving");
+                }
+                other => tracing::info!(?other, "SIGHUP: config reload"),
+            },
         }
     }
 }
