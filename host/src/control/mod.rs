@@ -81,7 +81,10 @@ pub struct ControlPlane {
     path: Option<PathBuf>,
     base_dir: PathBuf,
     overrides: Overrides,
+    /// Serializes changes; held while one is read, validated, written and applied.
     inner: Mutex<Inner>,
+    /// What the status endpoint shows; locked only briefly, never across I/O.
+    status: Mutex<SourceStatus>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -98,7 +101,8 @@ struct Inner {
     served_hash: Option<String>,
     /// Hash of the last source text examined, and its errors if it was invalid.
     seen: Option<(String, Vec<ConfigError>)>,
-    status: SourceStatus,
+    /// Whether the source holds the served config.
+    in_sync: bool,
 }
 
 impl ControlPlane {
@@ -119,8 +123,9 @@ impl ControlPlane {
             inner: Mutex::new(Inner {
                 served_hash: None,
                 seen: None,
-                status: SourceStatus::new(),
+                in_sync: true,
             }),
+            status: Mutex::new(SourceStatus::new()),
         })
     }
 
@@ -140,10 +145,14 @@ impl ControlPlane {
 
     /// The state of the config source, for `/admin/v1/status`.
     pub fn status(&self) -> SourceStatus {
-        let inner = self.lock();
-        let mut s = inner.status.clone();
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_status(&self, inner: &Inner, change: impl FnOnce(&mut SourceStatus)) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.in_sync = inner.in_sync;
         s.sha256 = inner.served_hash.clone();
-        s
+        change(&mut s);
     }
 
     /// Reads the config file and serves it if it changed (or always, when `force`).
@@ -176,7 +185,8 @@ impl ControlPlane {
         let hash = store::content_hash(&text);
         if !force {
             if inner.served_hash.as_deref() == Some(hash.as_str()) {
-                inner.status.in_sync = true;
+                inner.in_sync = true;
+                self.set_status(inner, |_| {});
                 return ReloadOutcome::Unchanged;
             }
             if let Some((seen, errors)) = &inner.seen
@@ -204,8 +214,9 @@ impl ControlPlane {
         };
         inner.seen = Some((hash.clone(), Vec::new()));
         inner.served_hash = Some(hash);
-        inner.status.in_sync = true;
+        inner.in_sync = true;
         if !force && loaded.raw == self.served_raw() {
+            self.set_status(inner, |_| {});
             return ReloadOutcome::Unchanged;
         }
         for w in self.warnings(&loaded) {
@@ -213,7 +224,7 @@ impl ControlPlane {
         }
         let generation = self.state.apply(loaded);
         self.state.proxy.metrics.config_reload(true);
-        inner.status.loaded(cause);
+        self.set_status(inner, |s| s.loaded(cause));
         tracing::info!(source = %name, generation, cause = cause.as_str(), "config reloaded");
         ReloadOutcome::Applied { generation }
     }
@@ -234,8 +245,8 @@ impl ControlPlane {
             errors.len()
         );
         self.state.proxy.metrics.config_reload(false);
-        inner.status.in_sync = false;
-        inner.status.rejected(cause, hash, errors);
+        inner.in_sync = false;
+        self.set_status(inner, |s| s.rejected(cause, hash, errors));
     }
 
     fn served_raw(&self) -> RawConfig {
@@ -289,7 +300,7 @@ impl ControlPlane {
         let current = self.served_raw();
         let mut raw = current.clone();
         let edited = edit(&mut raw)?;
-        if !edited.changed && (inner.status.in_sync || self.path.is_none()) {
+        if !edited.changed && (inner.in_sync || self.path.is_none()) {
             return Ok(Written {
                 edited,
                 generation: self.state.generation(),
@@ -315,11 +326,11 @@ impl ControlPlane {
             let hash = store::content_hash(text.as_bytes());
             inner.seen = Some((hash.clone(), Vec::new()));
             inner.served_hash = Some(hash);
-            inner.status.in_sync = true;
+            inner.in_sync = true;
         }
         let warnings = self.warnings(&loaded);
         let generation = self.state.apply(loaded);
-        inner.status.loaded(Cause::Admin);
+        self.set_status(&inner, |s| s.loaded(Cause::Admin));
         tracing::info!(generation, at = %edited.path, persisted = self.path.is_some(), "admin change applied");
         Ok(Written {
             edited,
@@ -376,5 +387,48 @@ pub fn render(path: &Path, raw: &RawConfig) -> String {
         s
     } else {
         config::to_yaml(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"
+gateway: { group: g }
+services:
+  - name: s
+    versions:
+      - version: "1"
+        routes: [ { uri: "/" } ]
+gateway_groups:
+  - name: g
+    services: [ { service: s, version: "1", nodes: [ { host: h, port: 1 } ] } ]
+"#;
+
+    fn load(text: &str) -> Loaded {
+        config::load_str(text, "t", &Overrides::default(), Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn a_change_may_not_drop_the_served_group() {
+        let full = load(DOC);
+        let no_groups = load("gateway: { group: g }\nservices: []\n");
+        let err = keeps_own_group(&full.config, &no_groups.config).unwrap_err();
+        assert_eq!(err[0].path, "gateway_groups");
+        // An empty gateway may receive a group, and a full one may keep it.
+        assert!(keeps_own_group(&no_groups.config, &full.config).is_ok());
+        assert!(keeps_own_group(&full.config, &full.config).is_ok());
+    }
+
+    #[test]
+    fn json_files_stay_json_and_both_forms_load_back() {
+        let raw = load(DOC).raw;
+        let json = render(Path::new("gw.json"), &raw);
+        assert!(json.trim_start().starts_with('{'));
+        let yaml = render(Path::new("gw.yaml"), &raw);
+        assert!(!yaml.trim_start().starts_with('{'));
+        assert_eq!(load(&json).raw, raw);
+        assert_eq!(load(&yaml).raw, raw);
     }
 }
