@@ -28,6 +28,8 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// A running watcher; stops when dropped.
 pub struct Watcher {
     stop: Arc<AtomicBool>,
+    /// Wakes the thread so it sees `stop` at once.
+    wake: mpsc::Sender<DebounceEventResult>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -41,6 +43,7 @@ impl Watcher {
     /// Stops the watcher and waits for its thread (at most one poll interval).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
+        let _ = self.wake.send(Ok(Vec::new()));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -50,6 +53,7 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        let _ = self.wake.send(Ok(Vec::new()));
     }
 }
 
@@ -77,36 +81,44 @@ pub fn spawn(control: Arc<ControlPlane>, runtime: tokio::runtime::Handle) -> Opt
     let path = control.source()?.to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let (tx, rx) = mpsc::channel::<DebounceEventResult>();
+    let wake = tx.clone();
     let thread = std::thread::Builder::new()
         .name("gatehouse-config-watch".into())
         .spawn(move || {
             let _rt = runtime.enter();
-            run(&control, &path, &flag);
+            run(&control, &path, &flag, tx, &rx);
         })
         .ok()?;
     Some(Watcher {
         stop,
+        wake,
         thread: Some(thread),
     })
 }
 
-fn run(control: &ControlPlane, path: &Path, stop: &AtomicBool) {
-    let (tx, rx) = mpsc::channel::<DebounceEventResult>();
+fn run(
+    control: &ControlPlane,
+    path: &Path,
+    stop: &AtomicBool,
+    tx: mpsc::Sender<DebounceEventResult>,
+    rx: &mpsc::Receiver<DebounceEventResult>,
+) {
     let mut dirs: Vec<PathBuf> = vec![crate::config::base_dir_of(path)];
     let target = store::write_target(path);
     let target_dir = crate::config::base_dir_of(&target);
     if !dirs.contains(&target_dir) {
         dirs.push(target_dir);
     }
-    // The debouncer lives (and watches) as long as this thread.
     let debouncer = new_debouncer(DEBOUNCE, None, tx).and_then(|mut d| {
         for dir in &dirs {
             d.watch(dir, RecursiveMode::NonRecursive)?;
         }
         Ok(d)
     });
-    let mut events = match debouncer {
-        Ok(d) => Some((d, rx)),
+    // Kept alive (and watching) for as long as this thread runs.
+    let _debouncer = match debouncer {
+        Ok(d) => Some(d),
         Err(e) => {
             tracing::warn!(config = %path.display(), error = %e, "cannot watch the config directory; polling only");
             None
@@ -116,28 +128,20 @@ fn run(control: &ControlPlane, path: &Path, stop: &AtomicBool) {
     let mut seen = fingerprint(path);
     control.reload(Cause::FileChange, false);
     while !stop.load(Ordering::Acquire) {
-        let relevant = match &events {
-            Some((_, rx)) => match rx.recv_timeout(POLL) {
-                Ok(Ok(batch)) => batch
-                    .iter()
-                    .flat_map(|e| e.event.paths.iter())
-                    .any(|p| p.file_name().is_some_and(|n| !store::is_helper_file(path, n))),
-                Ok(Err(errors)) => {
-                    for e in errors {
-                        tracing::warn!(config = %path.display(), error = %e, "config watcher error");
-                    }
-                    false
+        let relevant = match rx.recv_timeout(POLL) {
+            Ok(Ok(batch)) => batch
+                .iter()
+                .flat_map(|e| e.event.paths.iter())
+                .any(|p| p.file_name().is_some_and(|n| !store::is_helper_file(path, n))),
+            Ok(Err(errors)) => {
+                for e in errors {
+                    tracing::warn!(config = %path.display(), error = %e, "config watcher error");
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => false,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    events = None;
-                    false
-                }
-            },
-            None => {
-                std::thread::sleep(POLL);
                 false
             }
+            // The Watcher holds a sender, so the channel only closes when it is gone.
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         if stop.load(Ordering::Acquire) {
             break;
