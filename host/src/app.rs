@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::config::{Config, Loaded, Overrides};
+use crate::control::{Cause, ControlPlane, ReloadOutcome, watch::Watcher};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyContext;
 use crate::proxy::server::{ServeOptions, serve};
@@ -123,7 +124,11 @@ pub struct Gateway {
     pub admin_addr: SocketAddr,
     /// Shared state.
     pub state: Arc<AppState>,
+    /// Config reloads and admin edits.
+    pub control: Arc<ControlPlane>,
     shutdown: watch::Sender<bool>,
+    admin_shutdown: watch::Sender<bool>,
+    watcher: Option<Watcher>,
     proxy_task: JoinHandle<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -199,6 +204,7 @@ impl Gateway {
         });
         state.apply(loaded);
         state.proxy.metrics.config_reload(true);
+        let (control, watcher) = start_control(&state).await;
 
         let (shutdown, rx) = watch::channel(false);
         let serve_opts = ServeOptions {
@@ -215,12 +221,14 @@ impl Gateway {
             rx.clone(),
             serve_opts,
         ));
-        let admin_state = state.clone();
+        // The admin listener outlives the proxy's drain, so `/readyz` answers 503 then.
+        let (admin_shutdown, admin_rx) = watch::channel(false);
+        let admin_control = control.clone();
         let admin_task = tokio::spawn(async move {
             serve(
                 admin_listener,
-                move |req, _remote| admin::handle(admin_state.clone(), req),
-                rx,
+                move |req, _remote| admin::handle(admin_control.clone(), req),
+                admin_rx,
                 ServeOptions {
                     header_timeout: Duration::from_secs(10),
                     grace: Duration::from_secs(5),
@@ -242,7 +250,10 @@ impl Gateway {
             proxy_addr,
             admin_addr,
             state,
+            control,
             shutdown,
+            admin_shutdown,
+            watcher,
             proxy_task,
             tasks: vec![admin_task, refresher],
         })
@@ -254,10 +265,20 @@ impl Gateway {
         let _ = self.shutdown.send(true);
     }
 
+    /// Re-reads the config file now (SIGHUP) and serves it if it is valid, even when
+    /// its content looks unchanged.
+    pub async fn reload(&self) -> ReloadOutcome {
+        self.control.reload_async(Cause::Signal, true).await
+    }
+
     /// Shuts down and waits; returns whether in-flight requests finished within the grace period.
-    pub async fn shutdown(self) -> bool {
+    pub async fn shutdown(mut self) -> bool {
         self.begin_shutdown();
+        if let Some(w) = self.watcher.take() {
+            let _ = tokio::task::spawn_blocking(move || w.stop()).await;
+        }
         let finished = self.proxy_task.await.unwrap_or(false);
+        let _ = self.admin_shutdown.send(true);
         for t in self.tasks {
             t.abort();
             let _ = t.await;
@@ -265,6 +286,16 @@ impl Gateway {
         tracing::info!(clean = finished, "gatehouse stopped");
         finished
     }
+}
+
+/// Starts the control plane: records the config file's current content as the
+/// source of what is served (catching a change made since it was loaded) and
+/// starts watching it.
+async fn start_control(state: &Arc<AppState>) -> (Arc<ControlPlane>, Option<Watcher>) {
+    let control = ControlPlane::new(state.clone());
+    control.reload_async(Cause::FileChange, false).await;
+    let watcher = crate::control::watch::spawn(control.clone(), tokio::runtime::Handle::current());
+    (control, watcher)
 }
 
 /// Recomputes tiers when health changes and periodically (slow start).

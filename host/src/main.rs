@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gatehouse::config::{self, Overrides};
+use gatehouse::control::ReloadOutcome;
 use gatehouse::{Gateway, StartOptions, demo};
 
 /// Gatehouse: an API gateway that keeps API backends available when nodes, zones or
@@ -177,19 +178,29 @@ async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
 }
 
 async fn wait_and_stop(gateway: Gateway) -> Result<()> {
-    wait_for_signal().await?;
+    wait_for_signal(&gateway).await?;
     tracing::info!("signal received: finishing in-flight requests");
     gateway.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP meanwhile forces a config reload.
+async fn wait_for_signal(gateway: &Gateway) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match gateway.reload().await {
+                ReloadOutcome::Applied { generation } => tracing::info!(generation, "SIGHUP: config reloaded"),
+                ReloadOutcome::Rejected(errors) => {
+                    tracing::warn!(errors = errors.len(), "SIGHUP: config rejected; the last good config keeps serving");
+                }
+                other => tracing::info!(?other, "SIGHUP: config reload"),
+            },
+        }
     }
-    Ok(())
 }

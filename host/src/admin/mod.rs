@@ -1,4 +1,17 @@
-//! The admin listener: health, readiness, metrics and status.
+//! The admin listener (DESIGN.md §7): health, readiness, metrics, status, the
+//! services this gateway serves, node edits, publishes, new versions, and config
+//! export/import. JSON in and out; errors are `{"error": {"code", "message", "path"}}`.
+//!
+//! Writes (and the config export) need the bearer token when one is configured.
+//! Every write goes through [`crate::control::ControlPlane`], which validates the
+//! whole resulting config, persists it, and only then serves it.
+
+mod auth;
+mod body;
+pub mod error;
+mod handlers;
+pub mod router;
+mod writes;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -6,44 +19,66 @@ use std::sync::atomic::Ordering;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::app::AppState;
-use crate::proxy::error::{full, json_error};
+use crate::control::ControlPlane;
+use crate::proxy::error::full;
 use crate::upstream::client::Body;
+pub use error::AdminError;
+use router::Endpoint;
 
 /// Handles one admin request.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    match (req.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            if state.ready.load(Ordering::Acquire) {
+pub async fn handle(ctl: Arc<ControlPlane>, req: Request<Incoming>) -> Response<Body> {
+    match dispatch(&ctl, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(ctl: &Arc<ControlPlane>, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {
+    let endpoint = router::route(req.method(), req.uri().path())?;
+    if endpoint.needs_token(req.method()) {
+        auth::check(ctl.state.admin_token.as_deref(), req.headers())?;
+    }
+    let state = &ctl.state;
+    let (parts, incoming) = req.into_parts();
+    let read = |limit| body::read(&parts.headers, incoming, limit);
+    let value = match endpoint {
+        Endpoint::Healthz => return Ok(text(StatusCode::OK, "ok\n")),
+        Endpoint::Readyz => {
+            return Ok(if state.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-            }
+            });
         }
-        (&Method::GET, "/metrics") => {
+        Endpoint::Metrics => {
             let mut resp = text(StatusCode::OK, state.proxy.metrics.render());
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
             );
-            resp
+            return Ok(resp);
         }
-        (&Method::GET, "/admin/v1/status") => {
-            let cfg = state.config();
-            let body = serde_json::json!({
-                "group": cfg.gateway.group,
-                "zone": cfg.gateway.zone,
-                "region": cfg.gateway.region,
-                "generation": state.generation(),
-                "source": state.options.config_path.as_ref().map(|p| p.display().to_string()),
-                "ready": state.ready.load(Ordering::Acquire),
-            });
-            json(StatusCode::OK, &body)
+        Endpoint::Status => handlers::status(ctl),
+        Endpoint::Services => handlers::services(ctl),
+        Endpoint::Config if parts.method == Method::GET => return handlers::export(ctl, &parts.headers),
+        Endpoint::Config => {
+            let body = read(body::MAX_CONFIG_BODY).await?;
+            writes::import(ctl, &body).await?
         }
-        _ => json_error(StatusCode::NOT_FOUND, "not_found", &format!("no admin endpoint {path}")),
-    }
+        Endpoint::Nodes { group, service } => {
+            let body = read(body::MAX_JSON_BODY).await?;
+            writes::put_nodes(ctl, group, service, &body).await?
+        }
+        Endpoint::Publish { group } => {
+            let body = read(body::MAX_JSON_BODY).await?;
+            writes::publish(ctl, group, &body).await?
+        }
+        Endpoint::Version { service, version } => {
+            let body = read(body::MAX_JSON_BODY).await?;
+            writes::put_version(ctl, service, version, &body).await?
+        }
+    };
+    Ok(json(StatusCode::OK, &value))
 }
 
 /// A JSON response.

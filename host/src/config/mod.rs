@@ -5,9 +5,11 @@
 //! are reported together.
 
 pub mod duration;
+pub mod edit;
 pub mod model;
 pub mod parse;
 pub mod raw;
+pub mod store;
 pub mod validate;
 
 use std::fmt;

@@ -1,0 +1,434 @@
+//! The control plane of one gateway: keeps the served config in step with its
+//! source (the config file) and applies admin edits.
+//!
+//! Every change, whether it comes from the file (watcher, SIGHUP) or from the admin
+//! API, goes through [`ControlPlane`] under one lock, so changes are serialized and
+//! a reload never reads the file half-way through one of our own writes. Admin
+//! writes also take an advisory lock on the file ([`crate::config::store::WriteLock`])
+//! and start from the file's current content, so units sharing the file never lose
+//! each other's updates. Nothing here runs on the request path: a change ends in
+//! one [`AppState::apply`], an atomic snapshot swap.
+
+mod status;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::app::AppState;
+use crate::config::edit::{self, EditError, Edited};
+use crate::config::{self, Config, ConfigError, Loaded, Overrides, RawConfig, store};
+
+pub use status::{Cause, SourceStatus};
+
+/// Why an admin write was refused. Nothing changed when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The edit does not fit the document (unknown name, immutable version).
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    /// The edited document does not validate.
+    #[error("the change does not validate ({} error(s))", .0.len())]
+    Invalid(Vec<ConfigError>),
+    /// The config file holds a change that does not validate; fix it (or import a
+    /// whole config) before editing.
+    #[error("the config file has a change that does not validate ({} error(s)); fix it or import a whole config", .0.len())]
+    SourceInvalid(Vec<ConfigError>),
+    /// The config file could not be written.
+    #[error("cannot write the config file {path}: {source}")]
+    Persist {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What a successful admin write did.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Where in the document the edit happened, and whether it changed anything.
+    pub edited: Edited,
+    /// The generation now served.
+    pub generation: u64,
+    /// Whether the change is in the config file (false for a gateway without one).
+    pub persisted: bool,
+    /// Things the caller should know (published versions changed in place, settings
+    /// that only take effect at restart).
+    pub warnings: Vec<String>,
+}
+
+/// What a reload from the source did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadOutcome {
+    /// A new config is served.
+    Applied {
+        /// Its generation.
+        generation: u64,
+    },
+    /// The source holds what is already served.
+    Unchanged,
+    /// The source is invalid or unreadable; the last good config keeps serving.
+    Rejected(Vec<ConfigError>),
+    /// The gateway has no config file.
+    NoSource,
+}
+
+/// Serializes and applies every config change of one gateway.
+pub struct ControlPlane {
+    /// The gateway's shared state.
+    pub state: Arc<AppState>,
+    path: Option<PathBuf>,
+    base_dir: PathBuf,
+    overrides: Overrides,
+    /// Serializes changes; held while one is read, validated, written and applied.
+    inner: Mutex<Inner>,
+    /// What the status endpoint shows; locked only briefly, never across I/O.
+    status: Mutex<SourceStatus>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Hash of the source text whose config is served (None: unknown or in memory).
+    served_hash: Option<String>,
+    /// Hash of the last source text examined, and its errors if it was invalid.
+    seen: Option<(String, Vec<ConfigError>)>,
+    /// Whether the source holds the served config.
+    in_sync: bool,
+}
+
+impl ControlPlane {
+    /// A control plane for `state`, whose current config came from
+    /// `state.options.config_path` (or from memory when there is none).
+    pub fn new(state: Arc<AppState>) -> Arc<ControlPlane> {
+        let path = state.options.config_path.clone();
+        let base_dir = path
+            .as_deref()
+            .map(config::base_dir_of)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let overrides = state.options.overrides.clone();
+        Arc::new(ControlPlane {
+            state,
+            path,
+            base_dir,
+            overrides,
+            inner: Mutex::new(Inner {
+                served_hash: None,
+                seen: None,
+                in_sync: true,
+            }),
+            status: Mutex::new(SourceStatus::new()),
+        })
+    }
+
+    /// The config file, if the gateway has one.
+    pub fn source(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Whether admin writes are persisted (the gateway has a config file).
+    pub fn persistent(&self) -> bool {
+        self.path.is_some()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state of the config source, for `/admin/v1/status`.
+    pub fn status(&self) -> SourceStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_status(&self, inner: &Inner, change: impl FnOnce(&mut SourceStatus)) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.in_sync = inner.in_sync;
+        s.sha256 = inner.served_hash.clone();
+        change(&mut s);
+    }
+
+    /// Reads the config file and serves it if it changed (or always, when `force`).
+    /// An invalid file is rejected with its errors logged and kept for the status;
+    /// the last good config keeps serving. Blocking: call off the async runtime.
+    pub fn reload(&self, cause: Cause, force: bool) -> ReloadOutcome {
+        let mut inner = self.lock();
+        self.examine(&mut inner, cause, force)
+    }
+
+    fn examine(&self, inner: &mut Inner, cause: Cause, force: bool) -> ReloadOutcome {
+        let Some(path) = &self.path else {
+            return ReloadOutcome::NoSource;
+        };
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let errors = vec![ConfigError::new(
+                    path.display().to_string(),
+                    format!("cannot read: {e}"),
+                )];
+                let seen = inner.seen.as_ref().is_some_and(|(_, errs)| errs == &errors);
+                if !seen {
+                    self.reject(inner, cause, None, &errors);
+                    inner.seen = Some((String::new(), errors.clone()));
+                }
+                return ReloadOutcome::Rejected(errors);
+            }
+        };
+        let hash = store::content_hash(&text);
+        if !force {
+            if inner.served_hash.as_deref() == Some(hash.as_str()) {
+                inner.in_sync = true;
+                self.set_status(inner, |_| {});
+                return ReloadOutcome::Unchanged;
+            }
+            if let Some((seen, errors)) = &inner.seen
+                && seen == &hash
+                && !errors.is_empty()
+            {
+                return ReloadOutcome::Rejected(errors.clone());
+            }
+        }
+        let name = path.display().to_string();
+        let loaded = String::from_utf8(text)
+            .map_err(|_| vec![ConfigError::new("document", "the file is not UTF-8 text")])
+            .and_then(|text| config::load_str(&text, &name, &self.overrides, &self.base_dir).map_err(|e| e.errors()))
+            .and_then(|loaded| {
+                keeps_own_group(&self.state.config(), &loaded.config)?;
+                Ok(loaded)
+            });
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(errors) => {
+                self.reject(inner, cause, Some(&hash), &errors);
+                inner.seen = Some((hash, errors.clone()));
+                return ReloadOutcome::Rejected(errors);
+            }
+        };
+        inner.seen = Some((hash.clone(), Vec::new()));
+        inner.served_hash = Some(hash);
+        inner.in_sync = true;
+        if !force && loaded.raw == self.served_raw() {
+            self.set_status(inner, |_| {});
+            return ReloadOutcome::Unchanged;
+        }
+        for w in self.warnings(&loaded) {
+            tracing::warn!(source = %name, "{w}");
+        }
+        let generation = self.state.apply(loaded);
+        self.state.proxy.metrics.config_reload(true);
+        self.set_status(inner, |s| s.loaded(cause));
+        tracing::info!(source = %name, generation, cause = cause.as_str(), "config reloaded");
+        ReloadOutcome::Applied { generation }
+    }
+
+    fn reject(&self, inner: &mut Inner, cause: Cause, hash: Option<&str>, errors: &[ConfigError]) {
+        let source = self
+            .path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        for e in errors {
+            tracing::error!(source = %source, path = %e.path, "config change rejected: {}", e.message);
+        }
+        tracing::warn!(
+            source = %source,
+            generation = self.state.generation(),
+            "config change rejected ({} error(s)); the last good config keeps serving",
+            errors.len()
+        );
+        self.state.proxy.metrics.config_reload(false);
+        inner.in_sync = false;
+        self.set_status(inner, |s| s.rejected(cause, hash, errors));
+    }
+
+    fn served_raw(&self) -> RawConfig {
+        self.state.raw.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn warnings(&self, next: &Loaded) -> Vec<String> {
+        let mut out: Vec<String> = edit::changed_published_versions(&self.served_raw(), &next.raw)
+            .into_iter()
+            .map(|v| format!("published version {v} was changed in place; versions are meant to be immutable"))
+            .collect();
+        let (now, new) = (&self.state.config().gateway, &next.config.gateway);
+        if now.listen != new.listen
+            || now.admin_listen != new.admin_listen
+            || now.admin_token_env != new.admin_token_env
+        {
+            out.push("listen addresses and the admin token take effect at the next restart".to_string());
+        }
+        out
+    }
+
+    /// Applies an admin edit: under the write lock (and the file's advisory lock),
+    /// catches up with the file, edits the served document, validates the whole
+    /// result, writes it to the file atomically, and only then serves it. On any
+    /// error nothing changes. `relative` makes error paths relative to the edited
+    /// object; `over_invalid_source` allows the write when the file holds an invalid
+    /// change (an import replaces it). Blocking: call off the async runtime.
+    pub fn write(
+        &self,
+        relative: bool,
+        over_invalid_source: bool,
+        edit: impl FnOnce(&mut RawConfig) -> Result<Edited, EditError>,
+    ) -> Result<Written, WriteError> {
+        let mut inner = self.lock();
+        let _file_lock = match &self.path {
+            Some(p) => Some(store::WriteLock::acquire(p).map_err(|source| WriteError::Persist {
+                path: p.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        if self.path.is_some()
+            && let ReloadOutcome::Rejected(errors) = self.examine(&mut inner, Cause::FileChange, false)
+        {
+            // A missing file is recreated by this write; an invalid one blocks edits.
+            let missing = self.path.as_deref().is_some_and(|p| !p.exists());
+            if !missing && !over_invalid_source {
+                return Err(WriteError::SourceInvalid(errors));
+            }
+        }
+        let current = self.served_raw();
+        let mut raw = current.clone();
+        let edited = edit(&mut raw)?;
+        if !edited.changed && (inner.in_sync || self.path.is_none()) {
+            return Ok(Written {
+                edited,
+                generation: self.state.generation(),
+                persisted: self.path.is_some(),
+                warnings: Vec::new(),
+            });
+        }
+        let rel = |errors: Vec<ConfigError>| {
+            if relative {
+                edit::relative_errors(errors, &edited.path)
+            } else {
+                errors
+            }
+        };
+        let loaded = config::load_raw(raw, &self.overrides, &self.base_dir).map_err(|e| WriteError::Invalid(rel(e)))?;
+        keeps_own_group(&self.state.config(), &loaded.config).map_err(WriteError::Invalid)?;
+        if let Some(path) = &self.path {
+            let text = render(path, &loaded.raw);
+            store::write_atomic(path, text.as_bytes()).map_err(|source| WriteError::Persist {
+                path: path.clone(),
+                source,
+            })?;
+            let hash = store::content_hash(text.as_bytes());
+            inner.seen = Some((hash.clone(), Vec::new()));
+            inner.served_hash = Some(hash);
+            inner.in_sync = true;
+        }
+        let warnings = self.warnings(&loaded);
+        let generation = self.state.apply(loaded);
+        self.set_status(&inner, |s| s.loaded(Cause::Admin));
+        tracing::info!(generation, at = %edited.path, persisted = self.path.is_some(), "admin change applied");
+        Ok(Written {
+            edited,
+            generation,
+            persisted: self.path.is_some(),
+            warnings,
+        })
+    }
+
+    /// [`ControlPlane::write`] on the blocking pool, for async callers.
+    pub async fn write_async(
+        self: &Arc<Self>,
+        relative: bool,
+        over_invalid_source: bool,
+        edit: impl FnOnce(&mut RawConfig) -> Result<Edited, EditError> + Send + 'static,
+    ) -> Result<Written, WriteError> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.write(relative, over_invalid_source, edit)).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// [`ControlPlane::reload`] on the blocking pool, for async callers.
+    pub async fn reload_async(self: &Arc<Self>, cause: Cause, force: bool) -> ReloadOutcome {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.reload(cause, force)).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+/// A change must not take away the group this gateway serves: a file that
+/// suddenly defines no such group is far more likely truncated than meant.
+fn keeps_own_group(current: &Config, next: &Config) -> Result<(), Vec<ConfigError>> {
+    match (current.own_group(), next.own_group()) {
+        (Some(g), None) => Err(vec![ConfigError::new(
+            "gateway_groups",
+            format!(
+                "the change removes group {:?}, which this gateway serves; refusing it (a truncated file?)",
+                g.name
+            ),
+        )]),
+        _ => Ok(()),
+    }
+}
+
+/// The document as written back to `path`: JSON for `.json` files, else YAML.
+pub fn render(path: &Path, raw: &RawConfig) -> String {
+    if store::is_json_path(path) {
+        let mut s = serde_json::to_string_pretty(raw).expect("raw config always serializes");
+        s.push('\n');
+        s
+    } else {
+        config::to_yaml(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"
+gateway: { group: g }
+services:
+  - name: s
+    versions:
+      - version: "1"
+        routes: [ { uri: "/" } ]
+gateway_groups:
+  - name: g
+    services: [ { service: s, version: "1", nodes: [ { host: h, port: 1 } ] } ]
+"#;
+
+    fn load(text: &str) -> Loaded {
+        config::load_str(text, "t", &Overrides::default(), Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn a_change_may_not_drop_the_served_group() {
+        let full = load(DOC);
+        let no_groups = load("gateway: { group: g }\nservices: []\n");
+        let err = keeps_own_group(&full.config, &no_groups.config).unwrap_err();
+        assert_eq!(err[0].path, "gateway_groups");
+        // An empty gateway may receive a group, and a full one may keep it.
+        assert!(keeps_own_group(&no_groups.config, &full.config).is_ok());
+        assert!(keeps_own_group(&full.config, &full.config).is_ok());
+    }
+
+    #[test]
+    fn json_files_stay_json_and_both_forms_load_back() {
+        let raw = load(DOC).raw;
+        let json = render(Path::new("gw.json"), &raw);
+        assert!(json.trim_start().starts_with('{'));
+        let yaml = render(Path::new("gw.yaml"), &raw);
+        assert!(!yaml.trim_start().starts_with('{'));
+        assert_eq!(load(&json).raw, raw);
+        assert_eq!(load(&yaml).raw, raw);
+    }
+}
