@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::config::{Config, Loaded, Overrides};
+use crate::health::{self, HealthManager};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyContext;
 use crate::proxy::server::{ServeOptions, serve};
@@ -69,6 +70,8 @@ pub struct AppState {
     pub tiers_changed: Notify,
     /// Admin bearer token, if configured.
     pub admin_token: Option<String>,
+    /// Active health probes, one task per endpoint with a check.
+    pub health: HealthManager,
     generation: AtomicU64,
 }
 
@@ -101,8 +104,10 @@ impl AppState {
         let keys = snapshot.endpoint_keys();
         let services = snapshot.service_names();
         *self.raw.lock().unwrap_or_else(|p| p.into_inner()) = loaded.raw;
-        self.proxy.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.proxy.snapshot.store(snapshot.clone());
         self.live.retain(&keys, &services);
+        self.health.reconcile(&snapshot);
         self.proxy.metrics.config_generation.set(generation as i64);
         self.tiers_changed.notify_one();
         generation
@@ -195,8 +200,10 @@ impl Gateway {
             ready: AtomicBool::new(false),
             tiers_changed: Notify::new(),
             admin_token,
+            health: HealthManager::new(tokio::runtime::Handle::current()),
             generation: AtomicU64::new(0),
         });
+        state.live.health_hub().register(&state.proxy.metrics);
         state.apply(loaded);
         state.proxy.metrics.config_reload(true);
 
@@ -229,6 +236,11 @@ impl Gateway {
             .await;
         });
         let refresher = tokio::spawn(refresh_tiers(state.clone(), shutdown.subscribe()));
+        let sweeper = tokio::spawn(health::sweep(
+            state.proxy.snapshot.clone(),
+            state.live.health_hub().clone(),
+            shutdown.subscribe(),
+        ));
         state.ready.store(true, Ordering::Release);
         tracing::info!(
             proxy = %proxy_addr,
@@ -244,7 +256,7 @@ impl Gateway {
             state,
             shutdown,
             proxy_task,
-            tasks: vec![admin_task, refresher],
+            tasks: vec![admin_task, refresher, sweeper],
         })
     }
 
@@ -257,6 +269,7 @@ impl Gateway {
     /// Shuts down and waits; returns whether in-flight requests finished within the grace period.
     pub async fn shutdown(self) -> bool {
         self.begin_shutdown();
+        self.state.health.stop();
         let finished = self.proxy_task.await.unwrap_or(false);
         for t in self.tasks {
             t.abort();

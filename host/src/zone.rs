@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::balance::{Candidate, CandidateSet};
 use crate::config::model::{OnPanic, UpstreamPolicy, ZoneRouting};
+use crate::health::EndpointHealth;
 use crate::upstream::Endpoint;
 
 /// The gateway's own place.
@@ -27,7 +28,7 @@ pub struct Tiers {
     pub generation: u64,
     /// Tiers in order of preference.
     pub tiers: Vec<CandidateSet>,
-    /// No healthy capacity: serving by the panic rule.
+    /// Healthy capacity is under `panic_threshold`: serving by the panic rule.
     pub panic: bool,
 }
 
@@ -81,43 +82,47 @@ pub fn compute(endpoints: &[Arc<Endpoint>], policy: &UpstreamPolicy, local: &Loc
         .collect();
     ranks.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     ranks.dedup();
-    let tier_of = |rank: (i32, u8), healthy_only: bool| {
+    let tier_of = |rank: (i32, u8), usable: fn(&EndpointHealth) -> bool| {
         CandidateSet::new(endpoints.iter().enumerate().filter_map(|(i, e)| {
             let fits = e.node.weight > 0
                 && allowed(e)
                 && (e.node.priority, locality_rank(e)) == rank
-                && (!healthy_only || e.state.health.is_selectable());
+                && usable(&e.state.health);
             fits.then(|| Candidate {
                 idx: i as u32,
                 weight: effective_weight(e, policy),
             })
         }))
     };
-    let tiers: Vec<CandidateSet> = ranks
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    let eligible = endpoints.iter().filter(|e| e.node.weight > 0 && allowed(e));
+    let panic = panic_state(eligible.map(|e| &**e), policy.panic_threshold);
+    let usable: fn(&EndpointHealth) -> bool = match (panic, policy.on_panic) {
+        (false, _) => EndpointHealth::is_selectable,
+        (true, OnPanic::FailOpen) => |_| true,
+        // Only half-open trials pass, so ejected nodes can still come back.
+        (true, OnPanic::Fail) => EndpointHealth::is_trial_only,
+    };
+    let tiers = ranks
         .iter()
-        .map(|r| tier_of(*r, true))
+        .map(|r| tier_of(*r, usable))
         .filter(|t| !t.is_empty())
         .collect();
-    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
-    if !tiers.is_empty() {
-        return Tiers {
-            generation,
-            tiers,
-            panic: false,
-        };
-    }
-    // Nothing healthy: the panic rule.
-    let tiers = match policy.on_panic {
-        OnPanic::Fail => Vec::new(),
-        OnPanic::FailOpen => ranks
-            .iter()
-            .map(|r| tier_of(*r, false))
-            .filter(|t| !t.is_empty())
-            .collect(),
-    };
     Tiers {
         generation,
         tiers,
-        panic: !ranks.is_empty(),
+        panic,
     }
+}
+
+/// The panic rule: whether the healthy share of the configured weight of
+/// `eligible` endpoints is under `threshold` percent — with threshold 0, whether
+/// no endpoint is healthy. Half-open endpoints and open breakers do not count as
+/// healthy. No eligible endpoint at all is not panic (there is nothing to open).
+pub fn panic_state<'a>(eligible: impl Iterator<Item = &'a Endpoint>, threshold: f64) -> bool {
+    let (healthy, total) = eligible.fold((0u64, 0u64), |(h, t), e| {
+        let w = u64::from(e.node.weight);
+        (h + if e.state.health.is_healthy() { w } else { 0 }, t + w)
+    });
+    total > 0 && (healthy == 0 || (healthy as f64) * 100.0 < threshold * total as f64)
 }

@@ -1,0 +1,583 @@
+//! [`EndpointHealth`]: the health of one endpoint, shared by every snapshot that
+//! serves it, and the state machine that moves it.
+//!
+//! Everything the request path reads or writes is atomic: selection and trial
+//! admission are loads and one compare-and-swap; an observation updates packed
+//! counters and, rarely, moves a state with one compare-and-swap. Time comes in as
+//! a [`tokio::time::Instant`] argument, so the machine runs under paused time in
+//! tests.
+//!
+//! ```text
+//!                 failures ≥ threshold                       failures ≥ threshold
+//!   ┌──────────┐  (active, or passive with active) ┌───────────┐
+//!   │          │ ─────────────────────────────────▶│ unhealthy │
+//!   │          │ ◀───────────────────────────────── │           │
+//!   │ healthy  │  healthy.successes probes pass     └───────────┘
+//!   │          │
+//!   │          │  passive failures ≥ threshold      ┌───────────┐  timer: base × n
+//!   │          │  (passive alone) ─────────────────▶│  ejected  │ ─────────────┐
+//!   │          │                                    └───────────┘              ▼
+//!   │          │ ◀──── trial request succeeds ───────────────────────── ┌───────────┐
+//!   └──────────┘          trial fails: ejected again, n + 1 ◀────────── │ half_open │
+//!                                                                        └───────────┘
+//!   breaker (independent):  closed ──rule trips──▶ open ──timer──▶ half_open
+//!                           half_open ──trial ok──▶ closed;  trial fails ──▶ open
+//! ```
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::time::Instant;
+
+use super::breaker::{BreakerSet, Trip};
+use super::counters::{AtomicCounts, Counts};
+use super::evaluator::{FailureKind, Observation, Source, Verdict};
+use super::state::{BreakerState, Cause, HealthState, NodeState, Transition, Transitions, Word};
+use crate::config::model::{ActiveCheck, BreakerRule, PassiveCheck, UpstreamPolicy};
+
+/// Health of one endpoint, shared across snapshots.
+#[derive(Debug)]
+pub struct EndpointHealth {
+    /// Zero of the millisecond times in the words.
+    origin: Instant,
+    /// [`HealthState`], ejections in a row, until (ejected) or since (other states).
+    health: AtomicU64,
+    /// [`BreakerState`], tripping rule, until (open) or since.
+    breaker: AtomicU64,
+    /// A half-open trial request is in flight.
+    trial: AtomicBool,
+    active: AtomicCounts,
+    passive: AtomicCounts,
+    /// Breaker rules with this endpoint's windows; swapped when the rules change.
+    rules: ArcSwapOption<BreakerSet>,
+    /// The last transition and when it happened (ms); written on transitions only.
+    last: Mutex<Option<(Transition, u64)>>,
+    transitions: AtomicU64,
+}
+
+impl Default for EndpointHealth {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Permission to send one request to an endpoint.
+#[derive(Debug)]
+pub enum Admission<'a> {
+    /// The endpoint takes traffic normally.
+    Normal,
+    /// This request is the endpoint's half-open trial; the slot frees when dropped.
+    Trial(TrialPermit<'a>),
+}
+
+impl Admission<'_> {
+    /// Whether this request is a half-open trial.
+    pub fn is_trial(&self) -> bool {
+        matches!(self, Admission::Trial(_))
+    }
+}
+
+/// Holds an endpoint's single half-open trial slot until dropped.
+#[derive(Debug)]
+pub struct TrialPermit<'a>(&'a AtomicBool);
+
+impl Drop for TrialPermit<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl EndpointHealth {
+    /// A healthy endpoint with a closed breaker and no history.
+    pub fn new() -> Self {
+        let healthy = Word {
+            state: HealthState::Healthy as u8,
+            n: 0,
+            t: 0,
+        };
+        let closed = Word {
+            state: BreakerState::Closed as u8,
+            n: 0,
+            t: 0,
+        };
+        EndpointHealth {
+            origin: Instant::now(),
+            health: AtomicU64::new(healthy.pack()),
+            breaker: AtomicU64::new(closed.pack()),
+            trial: AtomicBool::new(false),
+            active: AtomicCounts::default(),
+            passive: AtomicCounts::default(),
+            rules: ArcSwapOption::empty(),
+            last: Mutex::new(None),
+            transitions: AtomicU64::new(0),
+        }
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    fn instant(&self, ms: u64) -> Instant {
+        self.origin + Duration::from_millis(ms)
+    }
+
+    fn health_word(&self) -> Word {
+        Word::unpack(self.health.load(Ordering::Acquire))
+    }
+
+    fn breaker_word(&self) -> Word {
+        Word::unpack(self.breaker.load(Ordering::Acquire))
+    }
+
+    /// The health dimension.
+    pub fn health_state(&self) -> HealthState {
+        self.health_word().health()
+    }
+
+    /// The breaker dimension.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker_word().breaker()
+    }
+
+    /// Both dimensions summarised.
+    pub fn state(&self) -> NodeState {
+        NodeState::of(self.health_state(), self.breaker_state())
+    }
+
+    /// Whether the endpoint may be offered to the balancer: healthy or half-open,
+    /// and its breaker not open.
+    pub fn is_selectable(&self) -> bool {
+        matches!(self.health_state(), HealthState::Healthy | HealthState::HalfOpen)
+            && self.breaker_state() != BreakerState::Open
+    }
+
+    /// Whether the endpoint counts as healthy capacity (the panic rule): healthy
+    /// with a closed breaker. Half-open endpoints do not count.
+    pub fn is_healthy(&self) -> bool {
+        self.state() == NodeState::Healthy
+    }
+
+    /// Whether the endpoint takes only its half-open trial: selectable, not healthy.
+    pub fn is_trial_only(&self) -> bool {
+        self.is_selectable() && !self.is_healthy()
+    }
+
+    /// Ejections in a row (passive checks alone).
+    pub fn ejections(&self) -> u8 {
+        self.health_word().n
+    }
+
+    /// Current consecutive counters of one source.
+    pub fn counts(&self, source: Source) -> Counts {
+        match source {
+            Source::Active => self.active.load(),
+            Source::Passive => self.passive.load(),
+        }
+    }
+
+    /// Admits one request: `None` when the endpoint is out, a [`TrialPermit`] when
+    /// it is half-open and no other trial is in flight, else [`Admission::Normal`].
+    pub fn try_admit(&self) -> Option<Admission<'_>> {
+        let health = self.health_state();
+        let breaker = self.breaker_state();
+        if matches!(health, HealthState::Unhealthy | HealthState::Ejected) || breaker == BreakerState::Open {
+            return None;
+        }
+        if health == HealthState::HalfOpen || breaker == BreakerState::HalfOpen {
+            return self
+                .trial
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .ok()
+                .map(|_| Admission::Trial(TrialPermit(&self.trial)));
+        }
+        Some(Admission::Normal)
+    }
+
+    /// Whether a half-open trial request is in flight.
+    pub fn trial_in_flight(&self) -> bool {
+        self.trial.load(Ordering::Acquire)
+    }
+
+    /// Installs the breaker rules of the serving version; windows are kept while
+    /// the rules stay the same.
+    pub fn configure(&self, rules: &[BreakerRule]) {
+        let current = self.rules.load();
+        let same = match current.as_deref() {
+            Some(set) => set.same_rules(rules),
+            None => rules.is_empty(),
+        };
+        if !same {
+            self.rules
+                .store((!rules.is_empty()).then(|| std::sync::Arc::new(BreakerSet::new(rules))));
+        }
+    }
+
+    /// Feeds one observation (with its verdict) to the state machine.
+    pub fn observe(&self, policy: &UpstreamPolicy, obs: &Observation, verdict: Verdict, now: Instant) -> Transitions {
+        let now_ms = self.ms(now);
+        let mut out = Transitions::default();
+        match obs.source {
+            Source::Passive => {
+                if let Some(t) = self.observe_breaker(obs, now_ms) {
+                    out.push(t);
+                }
+                if let Some(p) = &policy.checks.passive
+                    && let Some(t) = self.observe_passive(p, policy.checks.active.is_some(), verdict, now_ms)
+                {
+                    out.push(t);
+                }
+            }
+            Source::Active => {
+                if let Some(a) = &policy.checks.active
+                    && let Some(t) = self.observe_active(a, verdict, now_ms)
+                {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
+    fn observe_passive(&self, p: &PassiveCheck, has_active: bool, verdict: Verdict, now_ms: u64) -> Option<Transition> {
+        let w = self.health_word();
+        match w.health() {
+            HealthState::Healthy => {
+                let counts = self.passive.apply(verdict);
+                let Verdict::Failure(kind) = verdict else { return None };
+                let (threshold, cause) = match kind {
+                    FailureKind::Http => (p.unhealthy_http_failures, Cause::PassiveHttpFailures),
+                    FailureKind::Tcp => (p.unhealthy_tcp_failures, Cause::PassiveTcpFailures),
+                    FailureKind::Timeout => (p.unhealthy_timeouts, Cause::PassiveTimeouts),
+                };
+                let count = counts.failures(kind);
+                if threshold == 0 || u32::from(count) < threshold {
+                    return None;
+                }
+                if has_active {
+                    self.move_health(
+                        w,
+                        HealthState::Unhealthy,
+                        w.n,
+                        now_ms,
+                        cause,
+                        u64::from(count),
+                        None,
+                        now_ms,
+                    )
+                } else {
+                    self.eject(p, w, cause, u64::from(count), now_ms)
+                }
+            }
+            HealthState::HalfOpen => match verdict {
+                Verdict::Success => self.move_health(
+                    w,
+                    HealthState::Healthy,
+                    w.n,
+                    now_ms,
+                    Cause::TrialSucceeded,
+                    1,
+                    None,
+                    now_ms,
+                ),
+                Verdict::Failure(_) => self.eject(p, w, Cause::TrialFailed, 1, now_ms),
+                Verdict::Ignore => None,
+            },
+            HealthState::Unhealthy | HealthState::Ejected => None,
+        }
+    }
+
+    fn observe_active(&self, a: &ActiveCheck, verdict: Verdict, now_ms: u64) -> Option<Transition> {
+        let counts = self.active.apply(verdict);
+        let w = self.health_word();
+        match (w.health(), verdict) {
+            (HealthState::Healthy, Verdict::Failure(kind)) => {
+                let (threshold, cause) = match kind {
+                    FailureKind::Http => (a.unhealthy_http_failures, Cause::ActiveHttpFailures),
+                    FailureKind::Tcp => (a.unhealthy_tcp_failures, Cause::ActiveTcpFailures),
+                    FailureKind::Timeout => (a.unhealthy_timeouts, Cause::ActiveTimeouts),
+                };
+                let count = counts.failures(kind);
+                if threshold == 0 || u32::from(count) < threshold {
+                    return None;
+                }
+                self.move_health(
+                    w,
+                    HealthState::Unhealthy,
+                    w.n,
+                    now_ms,
+                    cause,
+                    u64::from(count),
+                    None,
+                    now_ms,
+                )
+            }
+            (HealthState::Unhealthy | HealthState::Ejected | HealthState::HalfOpen, Verdict::Success)
+                if u32::from(counts.successes) >= a.healthy_successes =>
+            {
+                let count = u64::from(counts.successes);
+                self.move_health(
+                    w,
+                    HealthState::Healthy,
+                    w.n,
+                    now_ms,
+                    Cause::ActiveSuccesses,
+                    count,
+                    None,
+                    now_ms,
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// Ejects for `base × n` (capped), `n` being this ejection's number in a row.
+    /// A node that stayed healthy for `max_ejection_time` since it came back starts
+    /// again at `n = 1`.
+    fn eject(&self, p: &PassiveCheck, w: Word, cause: Cause, count: u64, now_ms: u64) -> Option<Transition> {
+        let forgiven =
+            w.health() == HealthState::Healthy && now_ms.saturating_sub(w.t) >= p.max_ejection_time.as_millis() as u64;
+        let n = if forgiven { 1 } else { w.n.saturating_add(1) };
+        let out_for = p
+            .base_ejection_time
+            .saturating_mul(u32::from(n))
+            .min(p.max_ejection_time);
+        let until = now_ms + out_for.as_millis() as u64;
+        self.move_health(w, HealthState::Ejected, n, until, cause, count, Some(out_for), now_ms)
+    }
+
+    /// Moves the health dimension from `w` (if it is still current) to `to`.
+    #[allow(clippy::too_many_arguments)]
+    fn move_health(
+        &self,
+        w: Word,
+        to: HealthState,
+        n: u8,
+        t: u64,
+        cause: Cause,
+        count: u64,
+        out_for: Option<Duration>,
+        now_ms: u64,
+    ) -> Option<Transition> {
+        let next = Word { state: to as u8, n, t };
+        self.health
+            .compare_exchange(w.pack(), next.pack(), Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        // Counters start over in every state (lua-resty-healthcheck does the same).
+        self.active.clear();
+        self.passive.clear();
+        let breaker = self.breaker_state();
+        let t = Transition {
+            from: NodeState::of(w.health(), breaker),
+            to: NodeState::of(to, breaker),
+            cause,
+            count,
+            requests: 0,
+            out_for,
+            ejections: n,
+            rule: None,
+        };
+        self.remember(t, now_ms);
+        Some(t)
+    }
+
+    fn observe_breaker(&self, obs: &Observation, now_ms: u64) -> Option<Transition> {
+        let guard = self.rules.load();
+        let set = guard.as_deref().filter(|s| !s.is_empty())?;
+        let w = self.breaker_word();
+        match w.breaker() {
+            BreakerState::Closed => {
+                let trip = set.record(obs.observed, obs.retry_after, now_ms)?;
+                self.open_breaker(set, w, trip, Cause::BreakerTripped, now_ms)
+            }
+            BreakerState::HalfOpen => match set.trial_failure(obs.observed, obs.retry_after) {
+                Some(trip) => self.open_breaker(set, w, trip, Cause::BreakerTrialFailed, now_ms),
+                None => {
+                    let t =
+                        self.move_breaker(w, BreakerState::Closed, 0, now_ms, Cause::BreakerTrialSucceeded, now_ms)?;
+                    set.clear();
+                    Some(t)
+                }
+            },
+            BreakerState::Open => None,
+        }
+    }
+
+    fn open_breaker(&self, set: &BreakerSet, w: Word, trip: Trip, cause: Cause, now_ms: u64) -> Option<Transition> {
+        let until = now_ms + trip.open_for.as_millis() as u64;
+        let rule = trip.rule.min(usize::from(u8::MAX)) as u8;
+        let mut t = self.move_breaker_raw(w, BreakerState::Open, rule, until, cause)?;
+        set.clear();
+        t.count = trip.failures;
+        t.requests = trip.requests;
+        t.out_for = Some(trip.open_for);
+        t.rule = Some(rule);
+        self.remember(t, now_ms);
+        Some(t)
+    }
+
+    fn move_breaker(
+        &self,
+        w: Word,
+        to: BreakerState,
+        rule: u8,
+        t: u64,
+        cause: Cause,
+        now_ms: u64,
+    ) -> Option<Transition> {
+        let tr = self.move_breaker_raw(w, to, rule, t, cause)?;
+        self.remember(tr, now_ms);
+        Some(tr)
+    }
+
+    fn move_breaker_raw(&self, w: Word, to: BreakerState, rule: u8, t: u64, cause: Cause) -> Option<Transition> {
+        let next = Word {
+            state: to as u8,
+            n: rule,
+            t,
+        };
+        self.breaker
+            .compare_exchange(w.pack(), next.pack(), Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let health = self.health_state();
+        Some(Transition {
+            from: NodeState::of(health, w.breaker()),
+            to: NodeState::of(health, to),
+            cause,
+            count: 0,
+            requests: 0,
+            out_for: None,
+            ejections: 0,
+            rule: Some(rule),
+        })
+    }
+
+    fn remember(&self, t: Transition, now_ms: u64) {
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((t, now_ms));
+    }
+
+    /// Timer work, run by the background sweeper: ends ejections and breaker trips
+    /// whose time is up, forgets old ejections, and settles states the serving
+    /// config can no longer move (its checks or rules were removed). Returns the
+    /// transitions and the next time this endpoint needs a tick.
+    pub fn tick(&self, policy: &UpstreamPolicy, now: Instant) -> (Transitions, Option<Instant>) {
+        let now_ms = self.ms(now);
+        let mut out = Transitions::default();
+        let mut next: Option<u64> = None;
+        let checks = &policy.checks;
+        let w = self.health_word();
+        let settled = match w.health() {
+            HealthState::Healthy => None,
+            _ if checks.active.is_none() && checks.passive.is_none() => self.move_health(
+                w,
+                HealthState::Healthy,
+                0,
+                now_ms,
+                Cause::ConfigChanged,
+                0,
+                None,
+                now_ms,
+            ),
+            HealthState::Unhealthy if checks.active.is_none() => self.move_health(
+                w,
+                HealthState::HalfOpen,
+                w.n,
+                now_ms,
+                Cause::ConfigChanged,
+                0,
+                None,
+                now_ms,
+            ),
+            HealthState::Ejected if now_ms >= w.t => self.move_health(
+                w,
+                HealthState::HalfOpen,
+                w.n,
+                now_ms,
+                Cause::EjectionExpired,
+                0,
+                None,
+                now_ms,
+            ),
+            HealthState::Ejected => {
+                next = Some(w.t);
+                None
+            }
+            HealthState::Unhealthy | HealthState::HalfOpen => None,
+        };
+        if let Some(t) = settled {
+            out.push(t);
+        }
+        if w.health() == HealthState::Healthy && w.n > 0 {
+            let sustain = checks
+                .passive
+                .as_ref()
+                .map_or(0, |p| p.max_ejection_time.as_millis() as u64);
+            if now_ms.saturating_sub(w.t) >= sustain {
+                // Quietly forget old ejections; losing the race to a transition is fine.
+                let _ = self.health.compare_exchange(
+                    w.pack(),
+                    Word { n: 0, ..w }.pack(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            } else {
+                next = Some(next.map_or(w.t + sustain, |n| n.min(w.t + sustain)));
+            }
+        }
+
+        let b = self.breaker_word();
+        let moved = match b.breaker() {
+            BreakerState::Open | BreakerState::HalfOpen if policy.breaker.is_empty() => {
+                self.move_breaker(b, BreakerState::Closed, 0, now_ms, Cause::ConfigChanged, now_ms)
+            }
+            BreakerState::Open if now_ms >= b.t => {
+                self.move_breaker(b, BreakerState::HalfOpen, b.n, now_ms, Cause::BreakerExpired, now_ms)
+            }
+            BreakerState::Open => {
+                next = Some(next.map_or(b.t, |n| n.min(b.t)));
+                None
+            }
+            _ => None,
+        };
+        if let Some(t) = moved {
+            out.push(t);
+        }
+        (out, next.map(|ms| self.instant(ms)))
+    }
+
+    /// When an ejection or an open breaker ends, if one is running.
+    pub fn out_until(&self) -> (Option<Instant>, Option<Instant>) {
+        let w = self.health_word();
+        let b = self.breaker_word();
+        (
+            (w.health() == HealthState::Ejected).then(|| self.instant(w.t)),
+            (b.breaker() == BreakerState::Open).then(|| self.instant(b.t)),
+        )
+    }
+
+    /// Index of the rule that last tripped the breaker (meaningful while not closed).
+    pub fn breaker_rule(&self) -> u8 {
+        self.breaker_word().n
+    }
+
+    /// Name of breaker rule `i` of the installed rules.
+    pub fn breaker_rule_name(&self, i: u8) -> Option<String> {
+        self.rules
+            .load()
+            .as_deref()
+            .map(|s| s.rule_name(usize::from(i)).to_string())
+    }
+
+    /// The last transition and when it happened.
+    pub fn last_transition(&self) -> Option<(Transition, Instant)> {
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.map(|(t, ms)| (t, self.instant(ms)))
+    }
+
+    /// Transitions ever made.
+    pub fn transitions_total(&self) -> u64 {
+        self.transitions.load(Ordering::Relaxed)
+    }
+}
