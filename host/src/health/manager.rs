@@ -43,6 +43,8 @@ struct Inner {
     probes: HashMap<EndpointKey, ProbeTask>,
     /// Per service: `concurrency` and its semaphore.
     limits: HashMap<Arc<str>, (u32, Arc<Semaphore>)>,
+    /// Generation of the last snapshot reconciled (older ones are ignored).
+    generation: u64,
 }
 
 /// Owns the probe tasks.
@@ -70,9 +72,14 @@ impl HealthManager {
 
     /// Makes the probe tasks match `snapshot`: endpoints with an active check get a
     /// task (kept if they had one: its state and schedule go on), tasks of
-    /// endpoints that left or lost their check stop. Call after every apply.
+    /// endpoints that left or lost their check stop. Call after every apply; a
+    /// snapshot older than the last one reconciled (racing applies) is ignored.
     pub fn reconcile(&self, snapshot: &Snapshot) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if snapshot.generation < inner.generation {
+            return;
+        }
+        inner.generation = snapshot.generation;
         let mut wanted: HashMap<EndpointKey, ProbeTarget> = HashMap::new();
         for up in &snapshot.upstreams {
             let Some(check) = &up.version.upstream.checks.active else {
