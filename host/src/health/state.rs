@@ -146,6 +146,9 @@ pub enum Cause {
     PassiveTcpFailures,
     /// `checks.passive.unhealthy.timeouts` consecutive timeouts.
     PassiveTimeouts,
+    /// `checks.passive.healthy.successes` consecutive successes of an ejected node
+    /// (it gets traffic only in a fail-open panic).
+    PassiveSuccesses,
     /// The ejection time ended.
     EjectionExpired,
     /// The half-open trial request succeeded.
@@ -166,7 +169,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in metric order.
-    pub const ALL: [Cause; 15] = [
+    pub const ALL: [Cause; 16] = [
         Cause::ActiveHttpFailures,
         Cause::ActiveTcpFailures,
         Cause::ActiveTimeouts,
@@ -174,6 +177,7 @@ impl Cause {
         Cause::PassiveHttpFailures,
         Cause::PassiveTcpFailures,
         Cause::PassiveTimeouts,
+        Cause::PassiveSuccesses,
         Cause::EjectionExpired,
         Cause::TrialSucceeded,
         Cause::TrialFailed,
@@ -194,6 +198,7 @@ impl Cause {
             Cause::PassiveHttpFailures => "passive_http_failures",
             Cause::PassiveTcpFailures => "passive_tcp_failures",
             Cause::PassiveTimeouts => "passive_timeouts",
+            Cause::PassiveSuccesses => "passive_successes",
             Cause::EjectionExpired => "ejection_expired",
             Cause::TrialSucceeded => "trial_succeeded",
             Cause::TrialFailed => "trial_failed",

@@ -502,6 +502,22 @@ async fn on_panic_fail_serves_nothing_but_half_open_trials() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_ejected_node_serving_in_panic_returns_after_healthy_successes() {
+    let snap = snapshot(&format!("{PASSIVE}\n              healthy: {{ successes: 3 }}"), &[100]);
+    eject(&snap, 0);
+    let up = &snap.upstreams[0];
+    let ok = obs(Source::Passive, Observed::Status(200));
+    for _ in 0..2 {
+        observe_at(up, &up.endpoints[0], &ok, Instant::now());
+    }
+    assert_eq!(up.endpoints[0].state.health.state(), NodeState::Ejected);
+    observe_at(up, &up.endpoints[0], &ok, Instant::now());
+    let h = &up.endpoints[0].state.health;
+    assert_eq!(h.state(), NodeState::Healthy);
+    assert_eq!(h.last_transition().unwrap().0.cause, Cause::PassiveSuccesses);
+}
+
+#[tokio::test(start_paused = true)]
 async fn fail_open_panic_admits_without_trials() {
     let snap = snapshot(&format!("{PASSIVE}\n              base_ejection_time: 1"), &[100]);
     eject(&snap, 0);

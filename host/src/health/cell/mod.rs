@@ -24,6 +24,9 @@
 //!                           half_open ──trial ok──▶ closed;  trial fails ──▶ open
 //! ```
 
+mod timers;
+mod trips;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,7 +34,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
-use super::breaker::{BreakerSet, Trip};
+use super::breaker::BreakerSet;
 use super::counters::{AtomicCounts, Counts};
 use super::evaluator::{FailureKind, Observation, Source, Verdict};
 use super::state::{BreakerState, Cause, HealthState, NodeState, Transition, Transitions, Word};
@@ -284,7 +287,28 @@ impl EndpointHealth {
                 Verdict::Failure(_) => self.eject(p, w, Cause::TrialFailed, 1, now_ms),
                 Verdict::Ignore => None,
             },
-            HealthState::Unhealthy | HealthState::Ejected => None,
+            // Ejected nodes get traffic only in a fail-open panic: if it succeeds
+            // `healthy.successes` times in a row, the node is back before its timer.
+            HealthState::Ejected => {
+                let counts = self.passive.apply(verdict);
+                let n = u32::from(counts.successes);
+                if verdict != Verdict::Success || p.healthy_successes == 0 || n < p.healthy_successes {
+                    return None;
+                }
+                let count = u64::from(n);
+                self.move_health(
+                    w,
+                    HealthState::Healthy,
+                    w.n,
+                    now_ms,
+                    Cause::PassiveSuccesses,
+                    count,
+                    None,
+                    now_ms,
+                )
+            }
+            // Marked down with active checks configured: probes bring it back.
+            HealthState::Unhealthy => None,
         }
     }
 
@@ -382,169 +406,9 @@ impl EndpointHealth {
         Some(t)
     }
 
-    fn observe_breaker(&self, obs: &Observation, now_ms: u64) -> Option<Transition> {
-        let guard = self.rules.load();
-        let set = guard.as_deref().filter(|s| !s.is_empty())?;
-        let w = self.breaker_word();
-        match w.breaker() {
-            BreakerState::Closed => {
-                let trip = set.record(obs.observed, obs.retry_after, now_ms)?;
-                self.open_breaker(set, w, trip, Cause::BreakerTripped, now_ms)
-            }
-            BreakerState::HalfOpen => match set.trial_failure(obs.observed, obs.retry_after) {
-                Some(trip) => self.open_breaker(set, w, trip, Cause::BreakerTrialFailed, now_ms),
-                None => {
-                    let t =
-                        self.move_breaker(w, BreakerState::Closed, 0, now_ms, Cause::BreakerTrialSucceeded, now_ms)?;
-                    set.clear();
-                    Some(t)
-                }
-            },
-            BreakerState::Open => None,
-        }
-    }
-
-    fn open_breaker(&self, set: &BreakerSet, w: Word, trip: Trip, cause: Cause, now_ms: u64) -> Option<Transition> {
-        let until = now_ms + trip.open_for.as_millis() as u64;
-        let rule = trip.rule.min(usize::from(u8::MAX)) as u8;
-        let mut t = self.move_breaker_raw(w, BreakerState::Open, rule, until, cause)?;
-        set.clear();
-        t.count = trip.failures;
-        t.requests = trip.requests;
-        t.out_for = Some(trip.open_for);
-        t.rule = Some(rule);
-        self.remember(t, now_ms);
-        Some(t)
-    }
-
-    fn move_breaker(
-        &self,
-        w: Word,
-        to: BreakerState,
-        rule: u8,
-        t: u64,
-        cause: Cause,
-        now_ms: u64,
-    ) -> Option<Transition> {
-        let tr = self.move_breaker_raw(w, to, rule, t, cause)?;
-        self.remember(tr, now_ms);
-        Some(tr)
-    }
-
-    fn move_breaker_raw(&self, w: Word, to: BreakerState, rule: u8, t: u64, cause: Cause) -> Option<Transition> {
-        let next = Word {
-            state: to as u8,
-            n: rule,
-            t,
-        };
-        self.breaker
-            .compare_exchange(w.pack(), next.pack(), Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
-        let health = self.health_state();
-        Some(Transition {
-            from: NodeState::of(health, w.breaker()),
-            to: NodeState::of(health, to),
-            cause,
-            count: 0,
-            requests: 0,
-            out_for: None,
-            ejections: 0,
-            rule: Some(rule),
-        })
-    }
-
     fn remember(&self, t: Transition, now_ms: u64) {
         self.transitions.fetch_add(1, Ordering::Relaxed);
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((t, now_ms));
-    }
-
-    /// Timer work, run by the background sweeper: ends ejections and breaker trips
-    /// whose time is up, forgets old ejections, and settles states the serving
-    /// config can no longer move (its checks or rules were removed). Returns the
-    /// transitions and the next time this endpoint needs a tick.
-    pub fn tick(&self, policy: &UpstreamPolicy, now: Instant) -> (Transitions, Option<Instant>) {
-        let now_ms = self.ms(now);
-        let mut out = Transitions::default();
-        let mut next: Option<u64> = None;
-        let checks = &policy.checks;
-        let w = self.health_word();
-        let settled = match w.health() {
-            HealthState::Healthy => None,
-            _ if checks.active.is_none() && checks.passive.is_none() => self.move_health(
-                w,
-                HealthState::Healthy,
-                0,
-                now_ms,
-                Cause::ConfigChanged,
-                0,
-                None,
-                now_ms,
-            ),
-            HealthState::Unhealthy if checks.active.is_none() => self.move_health(
-                w,
-                HealthState::HalfOpen,
-                w.n,
-                now_ms,
-                Cause::ConfigChanged,
-                0,
-                None,
-                now_ms,
-            ),
-            HealthState::Ejected if now_ms >= w.t => self.move_health(
-                w,
-                HealthState::HalfOpen,
-                w.n,
-                now_ms,
-                Cause::EjectionExpired,
-                0,
-                None,
-                now_ms,
-            ),
-            HealthState::Ejected => {
-                next = Some(w.t);
-                None
-            }
-            HealthState::Unhealthy | HealthState::HalfOpen => None,
-        };
-        if let Some(t) = settled {
-            out.push(t);
-        }
-        if w.health() == HealthState::Healthy && w.n > 0 {
-            let sustain = checks
-                .passive
-                .as_ref()
-                .map_or(0, |p| p.max_ejection_time.as_millis() as u64);
-            if now_ms.saturating_sub(w.t) >= sustain {
-                // Quietly forget old ejections; losing the race to a transition is fine.
-                let _ = self.health.compare_exchange(
-                    w.pack(),
-                    Word { n: 0, ..w }.pack(),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            } else {
-                next = Some(next.map_or(w.t + sustain, |n| n.min(w.t + sustain)));
-            }
-        }
-
-        let b = self.breaker_word();
-        let moved = match b.breaker() {
-            BreakerState::Open | BreakerState::HalfOpen if policy.breaker.is_empty() => {
-                self.move_breaker(b, BreakerState::Closed, 0, now_ms, Cause::ConfigChanged, now_ms)
-            }
-            BreakerState::Open if now_ms >= b.t => {
-                self.move_breaker(b, BreakerState::HalfOpen, b.n, now_ms, Cause::BreakerExpired, now_ms)
-            }
-            BreakerState::Open => {
-                next = Some(next.map_or(b.t, |n| n.min(b.t)));
-                None
-            }
-            _ => None,
-        };
-        if let Some(t) = moved {
-            out.push(t);
-        }
-        (out, next.map(|ms| self.instant(ms)))
     }
 
     /// When an ejection or an open breaker ends, if one is running.
