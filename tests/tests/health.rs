@@ -488,3 +488,79 @@ async fn node_edits_and_version_publishes_keep_the_health_of_nodes_that_stay() {
     .await;
     gw.stop().await;
 }
+
+/// A node whose every connection answers `/health` with 200 after `pause`, counting
+/// probes waiting for their answer at once across all such nodes.
+async fn slow_health_node(pause: Duration, open: Arc<AtomicU64>, max: Arc<AtomicU64>, seen: Arc<AtomicU64>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let (open, max, seen) = (open.clone(), max.clone(), seen.clone());
+            tokio::spawn(async move {
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(now, Ordering::SeqCst);
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(pause).await;
+                // Before answering: the prober frees its slot only after the answer.
+                open.fetch_sub(1, Ordering::SeqCst);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_of_one_upstream_respect_its_concurrency() {
+    let (open, max, seen) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut ports = Vec::new();
+    for _ in 0..4 {
+        ports.push(slow_health_node(Duration::from_millis(150), open.clone(), max.clone(), seen.clone()).await);
+    }
+    let nodes: String = ports
+        .iter()
+        .map(|p| format!("          - {{ host: 127.0.0.1, port: {p} }}\n"))
+        .collect();
+    let config = format!(
+        r#"
+gateway:
+  access_log: false
+services:
+  - name: api
+    versions:
+      - version: "1"
+        routes: [{{ uri: "/*" }}]
+        upstream:
+          checks:
+            active:
+              concurrency: 2
+              http_path: /health
+              healthy: {{ interval: 0.05 }}
+gateway_groups:
+  - name: default
+    services:
+      - service: api
+        version: "1"
+        nodes:
+{nodes}"#
+    );
+    let gw = TestGateway::start(&config).await;
+    wait_for("probes", Duration::from_secs(5), || seen.load(Ordering::SeqCst) >= 12).await;
+    assert_eq!(
+        max.load(Ordering::SeqCst),
+        2,
+        "at most `concurrency` probes at once, and it is reached"
+    );
+    gw.stop().await;
+}

@@ -257,3 +257,17 @@ fn log_panic(up: &Upstream, panic: bool) {
         tracing::info!(target: "gatehouse::health", service = %up.service, "upstream out of panic");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent_and_varies() {
+        let d = Duration::from_secs(1);
+        let samples: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(samples.iter().all(|s| (900..=1100).contains(&s.as_millis())));
+        let (lo, hi) = (samples.iter().min().unwrap(), samples.iter().max().unwrap());
+        assert!(hi.as_millis() - lo.as_millis() > 100, "{lo:?}..{hi:?}");
+    }
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use breaker::{BUCKETS, BreakerSet, RETRY_AFTER_CAP, Trip, Window};
-pub use cell::{Admission, EndpointHealth, TrialPermit};
+pub use cell::{Admission, EndpointHealth, FORCED_OUT_FOR, TrialPermit};
 pub use counters::Counts;
 pub use evaluator::{
     BuiltinEvaluator, FailureKind, HealthEvaluator, NodeInfo, Observation, Observed, Source, StatusSet, Verdict,

@@ -165,11 +165,13 @@ pub enum Cause {
     BreakerTrialFailed,
     /// A new config no longer has the checks or rules that held the state.
     ConfigChanged,
+    /// Set by hand ([`EndpointHealth::set_state`](super::EndpointHealth::set_state)).
+    Manual,
 }
 
 impl Cause {
     /// Every cause, in metric order.
-    pub const ALL: [Cause; 16] = [
+    pub const ALL: [Cause; 17] = [
         Cause::ActiveHttpFailures,
         Cause::ActiveTcpFailures,
         Cause::ActiveTimeouts,
@@ -186,6 +188,7 @@ impl Cause {
         Cause::BreakerTrialSucceeded,
         Cause::BreakerTrialFailed,
         Cause::ConfigChanged,
+        Cause::Manual,
     ];
 
     /// Snake-case name for logs, metrics and the admin API.
@@ -207,6 +210,7 @@ impl Cause {
             Cause::BreakerTrialSucceeded => "breaker_trial_succeeded",
             Cause::BreakerTrialFailed => "breaker_trial_failed",
             Cause::ConfigChanged => "config_changed",
+            Cause::Manual => "manual",
         }
     }
 

@@ -527,3 +527,20 @@ async fn fail_open_panic_admits_without_trials() {
     assert!(tiers.panic);
     assert!(matches!(admit(up, 0, &tiers), Some(Admission::Normal)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn set_state_forces_a_state_and_timers_still_apply() {
+    let p = passive_only();
+    let h = EndpointHealth::new();
+    assert_eq!(h.set_state(NodeState::BreakerOpen), NodeState::Healthy);
+    assert!(!h.is_selectable());
+    assert_eq!(h.last_transition().unwrap().0.cause, Cause::Manual);
+    assert_eq!(h.set_state(NodeState::Ejected), NodeState::BreakerOpen);
+    assert_eq!(h.breaker_state(), BreakerState::Closed);
+    advance(FORCED_OUT_FOR).await;
+    assert_eq!(causes(&h.tick(&p, Instant::now()).0), [Cause::EjectionExpired]);
+    h.set_state(NodeState::Unhealthy);
+    assert_eq!(h.state(), NodeState::Unhealthy);
+    h.set_state(NodeState::Healthy);
+    assert!(h.is_healthy());
+}

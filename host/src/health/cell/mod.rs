@@ -40,6 +40,9 @@ use super::evaluator::{FailureKind, Observation, Source, Verdict};
 use super::state::{BreakerState, Cause, HealthState, NodeState, Transition, Transitions, Word};
 use crate::config::model::{ActiveCheck, BreakerRule, PassiveCheck, UpstreamPolicy};
 
+/// How long [`EndpointHealth::set_state`] keeps a node ejected or its breaker open.
+pub const FORCED_OUT_FOR: Duration = Duration::from_secs(30);
+
 /// Health of one endpoint, shared across snapshots.
 #[derive(Debug)]
 pub struct EndpointHealth {
@@ -196,6 +199,62 @@ impl EndpointHealth {
                 .map(|_| Admission::Trial(TrialPermit(&self.trial)));
         }
         Some(Admission::Normal)
+    }
+
+    /// Forces a summary state (tests, manual overrides); returns the previous one.
+    /// `Ejected` and `BreakerOpen` last [`FORCED_OUT_FOR`]. The sweeper still settles
+    /// states the serving config cannot move (an `Unhealthy` node without active
+    /// checks goes half-open, or healthy when there are no checks at all).
+    pub fn set_state(&self, state: NodeState) -> NodeState {
+        let now = Instant::now();
+        let now_ms = self.ms(now);
+        let prev = self.state();
+        let until = now_ms + FORCED_OUT_FOR.as_millis() as u64;
+        let (health, breaker) = match state {
+            NodeState::Healthy => (HealthState::Healthy, BreakerState::Closed),
+            NodeState::Unhealthy => (HealthState::Unhealthy, BreakerState::Closed),
+            NodeState::Ejected => (HealthState::Ejected, BreakerState::Closed),
+            NodeState::HalfOpen => (HealthState::HalfOpen, BreakerState::Closed),
+            NodeState::BreakerOpen => (HealthState::Healthy, BreakerState::Open),
+        };
+        let n = self.health_word().n;
+        let t = if health == HealthState::Ejected { until } else { now_ms };
+        self.health.store(
+            Word {
+                state: health as u8,
+                n,
+                t,
+            }
+            .pack(),
+            Ordering::Release,
+        );
+        let t = if breaker == BreakerState::Open { until } else { now_ms };
+        self.breaker.store(
+            Word {
+                state: breaker as u8,
+                n: 0,
+                t,
+            }
+            .pack(),
+            Ordering::Release,
+        );
+        self.active.clear();
+        self.passive.clear();
+        let timed = matches!(state, NodeState::Ejected | NodeState::BreakerOpen);
+        self.remember(
+            Transition {
+                from: prev,
+                to: state,
+                cause: Cause::Manual,
+                count: 0,
+                requests: 0,
+                out_for: timed.then_some(FORCED_OUT_FOR),
+                ejections: n,
+                rule: None,
+            },
+            now_ms,
+        );
+        prev
     }
 
     /// Whether a half-open trial request is in flight.
