@@ -103,7 +103,7 @@ impl UpstreamHealth {
                     requests = t.requests,
                     out_for_ms,
                     ejections = t.ejections,
-                    rule = t.rule,
+                    rule = t.rule.and_then(|r| ep.state.health.breaker_rule_name(r)),
                     "node health changed"
                 );
             }

@@ -318,31 +318,13 @@ impl EndpointHealth {
                     return None;
                 }
                 if has_active {
-                    self.move_health(
-                        w,
-                        HealthState::Unhealthy,
-                        w.n,
-                        now_ms,
-                        cause,
-                        u64::from(count),
-                        None,
-                        now_ms,
-                    )
+                    self.mark(w, HealthState::Unhealthy, cause, u64::from(count), now_ms)
                 } else {
                     self.eject(p, w, cause, u64::from(count), now_ms)
                 }
             }
             HealthState::HalfOpen => match verdict {
-                Verdict::Success => self.move_health(
-                    w,
-                    HealthState::Healthy,
-                    w.n,
-                    now_ms,
-                    Cause::TrialSucceeded,
-                    1,
-                    None,
-                    now_ms,
-                ),
+                Verdict::Success => self.mark(w, HealthState::Healthy, Cause::TrialSucceeded, 1, now_ms),
                 Verdict::Failure(_) => self.eject(p, w, Cause::TrialFailed, 1, now_ms),
                 Verdict::Ignore => None,
             },
@@ -355,16 +337,7 @@ impl EndpointHealth {
                     return None;
                 }
                 let count = u64::from(n);
-                self.move_health(
-                    w,
-                    HealthState::Healthy,
-                    w.n,
-                    now_ms,
-                    Cause::PassiveSuccesses,
-                    count,
-                    None,
-                    now_ms,
-                )
+                self.mark(w, HealthState::Healthy, Cause::PassiveSuccesses, count, now_ms)
             }
             // Marked down with active checks configured: probes bring it back.
             HealthState::Unhealthy => None,
@@ -385,31 +358,13 @@ impl EndpointHealth {
                 if threshold == 0 || u32::from(count) < threshold {
                     return None;
                 }
-                self.move_health(
-                    w,
-                    HealthState::Unhealthy,
-                    w.n,
-                    now_ms,
-                    cause,
-                    u64::from(count),
-                    None,
-                    now_ms,
-                )
+                self.mark(w, HealthState::Unhealthy, cause, u64::from(count), now_ms)
             }
             (HealthState::Unhealthy | HealthState::Ejected | HealthState::HalfOpen, Verdict::Success)
                 if u32::from(counts.successes) >= a.healthy_successes =>
             {
                 let count = u64::from(counts.successes);
-                self.move_health(
-                    w,
-                    HealthState::Healthy,
-                    w.n,
-                    now_ms,
-                    Cause::ActiveSuccesses,
-                    count,
-                    None,
-                    now_ms,
-                )
+                self.mark(w, HealthState::Healthy, Cause::ActiveSuccesses, count, now_ms)
             }
             _ => None,
         }
@@ -427,23 +382,35 @@ impl EndpointHealth {
             .saturating_mul(u32::from(n))
             .min(p.max_ejection_time);
         let until = now_ms + out_for.as_millis() as u64;
-        self.move_health(w, HealthState::Ejected, n, until, cause, count, Some(out_for), now_ms)
+        let next = Word {
+            state: HealthState::Ejected as u8,
+            n,
+            t: until,
+        };
+        self.move_health(w, next, cause, count, Some(out_for), now_ms)
     }
 
-    /// Moves the health dimension from `w` (if it is still current) to `to`.
-    #[allow(clippy::too_many_arguments)]
+    /// Moves the health dimension from `w` (if it is still current) to `to` now,
+    /// keeping the ejection count.
+    fn mark(&self, w: Word, to: HealthState, cause: Cause, count: u64, now_ms: u64) -> Option<Transition> {
+        let next = Word {
+            state: to as u8,
+            n: w.n,
+            t: now_ms,
+        };
+        self.move_health(w, next, cause, count, None, now_ms)
+    }
+
+    /// Moves the health dimension from `w` (if it is still current) to `next`.
     fn move_health(
         &self,
         w: Word,
-        to: HealthState,
-        n: u8,
-        t: u64,
+        next: Word,
         cause: Cause,
         count: u64,
         out_for: Option<Duration>,
         now_ms: u64,
     ) -> Option<Transition> {
-        let next = Word { state: to as u8, n, t };
         self.health
             .compare_exchange(w.pack(), next.pack(), Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
@@ -453,12 +420,12 @@ impl EndpointHealth {
         let breaker = self.breaker_state();
         let t = Transition {
             from: NodeState::of(w.health(), breaker),
-            to: NodeState::of(to, breaker),
+            to: NodeState::of(next.health(), breaker),
             cause,
             count,
             requests: 0,
             out_for,
-            ejections: n,
+            ejections: next.n,
             rule: None,
         };
         self.remember(t, now_ms);

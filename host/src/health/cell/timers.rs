@@ -23,34 +23,22 @@ impl EndpointHealth {
             HealthState::Healthy => None,
             _ if checks.active.is_none() && checks.passive.is_none() => self.move_health(
                 w,
-                HealthState::Healthy,
-                0,
-                now_ms,
+                Word {
+                    state: HealthState::Healthy as u8,
+                    n: 0,
+                    t: now_ms,
+                },
                 Cause::ConfigChanged,
                 0,
                 None,
                 now_ms,
             ),
-            HealthState::Unhealthy if checks.active.is_none() => self.move_health(
-                w,
-                HealthState::HalfOpen,
-                w.n,
-                now_ms,
-                Cause::ConfigChanged,
-                0,
-                None,
-                now_ms,
-            ),
-            HealthState::Ejected if now_ms >= w.t => self.move_health(
-                w,
-                HealthState::HalfOpen,
-                w.n,
-                now_ms,
-                Cause::EjectionExpired,
-                0,
-                None,
-                now_ms,
-            ),
+            HealthState::Unhealthy if checks.active.is_none() => {
+                self.mark(w, HealthState::HalfOpen, Cause::ConfigChanged, 0, now_ms)
+            }
+            HealthState::Ejected if now_ms >= w.t => {
+                self.mark(w, HealthState::HalfOpen, Cause::EjectionExpired, 0, now_ms)
+            }
             HealthState::Ejected => {
                 next = Some(w.t);
                 None
