@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::admin;
 use crate::config::{Config, Loaded, Overrides};
 use crate::control::{Cause, ControlPlane, ReloadOutcome, watch::Watcher};
+use crate::health::{self, HealthManager};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyContext;
 use crate::proxy::server::{ServeOptions, serve};
@@ -70,6 +71,8 @@ pub struct AppState {
     pub tiers_changed: Notify,
     /// Admin bearer token, if configured.
     pub admin_token: Option<String>,
+    /// Active health probes, one task per endpoint with a check.
+    pub health: HealthManager,
     generation: AtomicU64,
 }
 
@@ -102,8 +105,10 @@ impl AppState {
         let keys = snapshot.endpoint_keys();
         let services = snapshot.service_names();
         *self.raw.lock().unwrap_or_else(|p| p.into_inner()) = loaded.raw;
-        self.proxy.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.proxy.snapshot.store(snapshot.clone());
         self.live.retain(&keys, &services);
+        self.health.reconcile(&snapshot);
         self.proxy.metrics.config_generation.set(generation as i64);
         self.tiers_changed.notify_one();
         generation
@@ -200,8 +205,10 @@ impl Gateway {
             ready: AtomicBool::new(false),
             tiers_changed: Notify::new(),
             admin_token,
+            health: HealthManager::new(tokio::runtime::Handle::current()),
             generation: AtomicU64::new(0),
         });
+        state.live.health_hub().register(&state.proxy.metrics);
         state.apply(loaded);
         state.proxy.metrics.config_reload(true);
         let (control, watcher) = start_control(&state).await;
@@ -237,6 +244,11 @@ impl Gateway {
             .await;
         });
         let refresher = tokio::spawn(refresh_tiers(state.clone(), shutdown.subscribe()));
+        let sweeper = tokio::spawn(health::sweep(
+            state.proxy.snapshot.clone(),
+            state.live.health_hub().clone(),
+            shutdown.subscribe(),
+        ));
         state.ready.store(true, Ordering::Release);
         tracing::info!(
             proxy = %proxy_addr,
@@ -255,7 +267,7 @@ impl Gateway {
             admin_shutdown,
             watcher,
             proxy_task,
-            tasks: vec![admin_task, refresher],
+            tasks: vec![admin_task, refresher, sweeper],
         })
     }
 
@@ -277,6 +289,7 @@ impl Gateway {
         if let Some(w) = self.watcher.take() {
             let _ = tokio::task::spawn_blocking(move || w.stop()).await;
         }
+        self.state.health.stop();
         let finished = self.proxy_task.await.unwrap_or(false);
         let _ = self.admin_shutdown.send(true);
         for t in self.tasks {

@@ -69,12 +69,17 @@ pub fn services(ctl: &ControlPlane) -> Value {
                     node
                 })
                 .collect();
-            json!({
+            let mut service = json!({
                 "service": &*u.service,
                 "version": u.version.version,
-                "balancer": u.version.upstream.balancer.as_str(),
+                "balancer": u.balancer.name(),
+                "plan": u.tiers.load().note,
                 "nodes": nodes,
-            })
+            });
+            if let (Some(obj), Value::Object(health)) = (service.as_object_mut(), crate::health::upstream_report(u)) {
+                obj.extend(health);
+            }
+            service
         })
         .collect();
     json!({ "group": gw.group, "generation": snap.generation, "services": services })

@@ -269,11 +269,22 @@ async fn proxy(
     loop {
         let tiers = up.tiers.load();
         let Some((idx, tier)) = pick(up, &tiers, &excluded, &parts, remote) else {
-            let msg = format!("no healthy node is available for service {}", up.service);
+            let msg = if tiers.panic {
+                format!(
+                    "service {} is in panic (too little healthy capacity) and on_panic is fail",
+                    up.service
+                )
+            } else {
+                format!("no healthy node is available for service {}", up.service)
+            };
             return (error_response(ProxyError::NoHealthyUpstream, &msg), served);
         };
-        drop(tiers);
         excluded.insert(idx);
+        // Out since the tiers were computed, or half-open with its one trial taken.
+        let Some(admission) = crate::health::admit(up, idx, &tiers) else {
+            continue;
+        };
+        drop(tiers);
         served.tries += 1;
         served.node = Some(idx);
         served.tier = tier;
@@ -301,14 +312,15 @@ async fn proxy(
                 return (error_response(ProxyError::BodyTooLarge, &msg), served);
             }
         };
-        record(up, idx, outcome, latency);
-        tracing::debug!(service = %up.service, node = %ep.key.authority, ?outcome, ?latency, "try finished");
-
         let retry_after = result
             .as_ref()
             .ok()
             .and_then(|r| r.headers().get(header::RETRY_AFTER))
             .and_then(parse_retry_after);
+        record(up, idx, outcome, latency, retry_after);
+        drop(admission);
+        tracing::debug!(service = %up.service, node = %ep.key.authority, ?outcome, ?latency, "try finished");
+
         let decision = up.retry.decide(&RetryContext {
             route: &route.name,
             method: &parts.method,
@@ -390,8 +402,10 @@ fn has_open_candidate(tiers: &Tiers, excluded: &NodeSet) -> bool {
         .any(|t| t.list.iter().any(|c| !excluded.contains(c.idx as usize)))
 }
 
-/// Feeds one try's outcome to the endpoint's latency estimate and the metrics.
-fn record(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration) {
+/// Feeds one try's outcome to the endpoint's latency estimate, health and breakers,
+/// and the metrics.
+fn record(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration, retry_after: Option<Duration>) {
+    crate::health::observe(up, idx, outcome, latency, retry_after);
     let ep = &up.endpoints[idx];
     // Failures that come back fast must not look attractive to latency-aware balancers.
     let sample = match outcome {

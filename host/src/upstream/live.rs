@@ -76,6 +76,7 @@ impl Drop for ActiveGuard {
 #[derive(Debug, Default)]
 pub struct LiveRegistry {
     inner: Mutex<Inner>,
+    health: Arc<crate::health::HealthHub>,
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +141,11 @@ impl LiveRegistry {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.endpoints.retain(|k, _| keep.contains(k));
         inner.services.retain(|k, _| keep_services.contains(k));
+    }
+
+    /// The health signal and metric families shared by every snapshot.
+    pub fn health_hub(&self) -> &Arc<crate::health::HealthHub> {
+        &self.health
     }
 
     /// Number of endpoint states held.

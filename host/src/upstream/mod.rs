@@ -67,6 +67,8 @@ pub struct Upstream {
     pub client: client::UpstreamClient,
     /// Pre-resolved metric handles.
     pub metrics: UpstreamMetrics,
+    /// Health evaluator (built-in, or a plugin wrapping the built-in) and health metrics.
+    pub health: crate::health::UpstreamHealth,
 }
 
 impl std::fmt::Debug for Upstream {

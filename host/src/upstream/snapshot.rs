@@ -9,6 +9,7 @@ use super::{Endpoint, EndpointKey, LiveRegistry, Upstream};
 use crate::balance::{self, Balancer};
 use crate::config::Config;
 use crate::config::model::ServiceVersion;
+use crate::health::{self, BuiltinEvaluator, HealthEvaluator, UpstreamHealth};
 use crate::metrics::Metrics;
 use crate::retry::{BuiltinRetry, RetryPolicy};
 use crate::router::Router;
@@ -23,6 +24,15 @@ pub trait PolicyHooks: Send + Sync {
     }
     /// The retry policy to use; `builtin` is the configured built-in.
     fn retry(&self, _version: &ServiceVersion, builtin: Arc<dyn RetryPolicy>) -> Arc<dyn RetryPolicy> {
+        builtin
+    }
+    /// The health evaluator to use; `builtin` classifies by the version's `checks`.
+    /// Thresholds, counters and the state machine stay in the host either way.
+    fn health_evaluator(
+        &self,
+        _version: &ServiceVersion,
+        builtin: Arc<dyn HealthEvaluator>,
+    ) -> Arc<dyn HealthEvaluator> {
         builtin
     }
 }
@@ -97,6 +107,8 @@ impl Snapshot {
                 let builtin = balance::build(policy.balancer, &endpoints, &policy.hash_key);
                 let balancer = hooks.balancer(version, builtin);
                 let retry = hooks.retry(version, Arc::new(BuiltinRetry::new(policy.retry.clone())));
+                let evaluator = hooks.health_evaluator(version, Arc::new(BuiltinEvaluator::new(&policy.checks)));
+                health::prepare(&endpoints, policy);
                 let tiers: Tiers = zone::compute(&endpoints, policy, &locality);
                 let node_names: Vec<String> = endpoints.iter().map(|e| e.key.authority.to_string()).collect();
                 upstreams.push(Arc::new(Upstream {
@@ -109,6 +121,7 @@ impl Snapshot {
                     live: live.service(&service),
                     locality: locality.clone(),
                     client: live.client(policy.timeouts.connect),
+                    health: UpstreamHealth::new(&service, evaluator, live.health_hub()),
                     endpoints,
                 }));
             }

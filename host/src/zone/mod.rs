@@ -16,9 +16,11 @@
 //!   proportion to healthy weight, to other zones of the same region, or — when the
 //!   region has none — to other regions. Works with any number of zones.
 //!   `local_only` never leaves the zone. `off` ignores zones.
-//! - Panic: when healthy capacity is below `panic_threshold` percent of the configured
-//!   weight (or nothing is healthy), `on_panic: fail_open` routes as if every node were
-//!   healthy and `fail` (or `local_only` with an empty zone) serves nothing (503).
+//! - Panic: when healthy capacity (healthy nodes with closed breakers; half-open ones
+//!   do not count) is below `panic_threshold` percent of the configured weight (or
+//!   nothing is healthy), `on_panic: fail_open` routes as if every node were healthy
+//!   and `fail` (or `local_only` with an empty zone) serves only half-open trials (503
+//!   otherwise), so ejected nodes can still come back.
 
 mod plan;
 
@@ -106,7 +108,8 @@ pub fn compute(endpoints: &[Arc<Endpoint>], policy: &UpstreamPolicy, local: &Loc
             local_zone: local.is_local_zone(&e.node.zone),
             local_region: local.is_local_region(&e.node.region),
             priority: e.node.priority,
-            healthy: e.state.health.is_selectable(),
+            healthy: e.state.health.is_healthy(),
+            trial: e.state.health.is_trial_only(),
         })
         .collect();
     let p = plan(&views, &TierPolicy::from(policy));

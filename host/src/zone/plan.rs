@@ -18,8 +18,10 @@ pub struct NodeView {
     pub local_region: bool,
     /// Priority level (higher first).
     pub priority: i32,
-    /// May receive traffic.
+    /// Healthy capacity: may receive traffic and counts toward the panic rule.
     pub healthy: bool,
+    /// Half-open: may receive its one trial request, but is not capacity yet.
+    pub trial: bool,
 }
 
 /// The routing settings of an upstream that the plan depends on.
@@ -96,14 +98,19 @@ pub fn plan(nodes: &[NodeView], p: &TierPolicy) -> Plan {
     let healthy_pct = 100.0 * healthy_weight / total;
     let panic = healthy_weight == 0.0 || (p.panic_threshold > 0.0 && healthy_pct < p.panic_threshold);
     if panic && (p.on_panic == OnPanic::Fail || (p.zone_routing == ZoneRouting::LocalOnly && healthy_weight == 0.0)) {
+        // Refuse traffic, except half-open trials: they are how ejected nodes come back.
+        let trials: Vec<usize> = universe.iter().copied().filter(|&i| nodes[i].trial).collect();
+        let w = weight_of(nodes, trials.iter().copied());
         return Plan {
+            primary: trials.iter().map(|&i| (i, f64::from(nodes[i].weight) / w)).collect(),
             panic: true,
-            note: format!("panic: {healthy_pct:.0}% of capacity healthy; refusing traffic"),
+            note: format!("panic: {healthy_pct:.0}% of capacity healthy; refusing traffic but half-open trials"),
             ..Plan::default()
         };
     }
-    // In panic (fail open) every node counts as healthy.
-    let ok = |i: usize| panic || nodes[i].healthy;
+    // Who may receive traffic: healthy nodes and half-open trials; in panic (fail
+    // open) every node.
+    let ok = |i: usize| panic || nodes[i].healthy || nodes[i].trial;
 
     let mut levels: Vec<i32> = universe.iter().map(|&i| nodes[i].priority).collect();
     levels.sort_unstable_by(|a, b| b.cmp(a));

@@ -21,6 +21,7 @@ fn node(zone: u8, healthy: bool) -> NodeView {
         local_region: zone <= 1,
         priority: 0,
         healthy,
+        trial: false,
     }
 }
 
@@ -180,12 +181,14 @@ fn panic_fails_open_or_refuses() {
 }
 
 fn arb_node() -> impl Strategy<Value = NodeView> {
-    (0u32..5, 0u8..3, -1i32..2, any::<bool>()).prop_map(|(w, zone, priority, healthy)| NodeView {
+    // state: 0 down, 1 healthy, 2 half-open
+    (0u32..5, 0u8..3, -1i32..2, 0u8..3).prop_map(|(w, zone, priority, state)| NodeView {
         weight: w * 50,
         local_zone: zone == 0,
         local_region: zone <= 1,
         priority,
-        healthy,
+        healthy: state == 1,
+        trial: state == 2,
     })
 }
 
@@ -231,7 +234,7 @@ proptest! {
         let routed = p.primary.iter().map(|(i, _)| *i).chain(p.fallback.iter().flatten().copied());
         for i in routed {
             prop_assert!(nodes[i].weight > 0);
-            prop_assert!(p.panic || nodes[i].healthy, "node {} unhealthy outside panic", i);
+            prop_assert!(p.panic || nodes[i].healthy || nodes[i].trial, "node {} unhealthy outside panic", i);
             if pol.zone_routing == ZoneRouting::LocalOnly {
                 prop_assert!(nodes[i].local_zone);
             }
@@ -241,9 +244,9 @@ proptest! {
     #[test]
     fn serves_whenever_something_healthy_exists(nodes in prop::collection::vec(arb_node(), 0..12), pol in arb_policy()) {
         let p = plan(&nodes, &pol);
-        let eligible = |n: &NodeView| n.weight > 0 && n.healthy
+        let eligible = |n: &NodeView| n.weight > 0 && (n.healthy || n.trial)
             && (pol.zone_routing != ZoneRouting::LocalOnly || n.local_zone);
-        if !p.panic && nodes.iter().any(eligible) {
+        if nodes.iter().any(eligible) && !(p.panic && pol.on_panic == OnPanic::Fail) {
             prop_assert!(!p.primary.is_empty());
         }
     }
@@ -261,4 +264,26 @@ proptest! {
             prop_assert!(seen.insert(i));
         }
     }
+}
+
+#[test]
+fn half_open_trials_get_traffic_but_are_not_capacity() {
+    let trial = NodeView {
+        healthy: false,
+        trial: true,
+        ..node(0, false)
+    };
+    // The only local node is half-open: it gets the local share (its trial), and the
+    // zone still counts as 0 % healthy for the panic rule of a threshold.
+    let nodes = [trial, node(1, true)];
+    let p = plan(&nodes, &policy(ZoneRouting::PreferLocal, 0.5));
+    assert_eq!(shares(&p, 2), vec![1.0, 0.0]);
+    assert!(!p.panic);
+    // Everything ejected but one half-open node, on_panic: fail -> only the trial.
+    let mut pol = policy(ZoneRouting::Off, 0.5);
+    pol.on_panic = OnPanic::Fail;
+    let nodes = [trial, node(1, false)];
+    let p = plan(&nodes, &pol);
+    assert!(p.panic);
+    assert_eq!(shares(&p, 2), vec![1.0, 0.0]);
 }

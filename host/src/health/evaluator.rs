@@ -1,0 +1,270 @@
+//! The verdict on one observation: success, failure of some kind, or nothing.
+//!
+//! The built-in [`BuiltinEvaluator`] classifies by the status lists of
+//! `checks.active` and `checks.passive` (APISIX semantics). A plugin replaces it
+//! through [`crate::upstream::PolicyHooks::health_evaluator`]; it sees only the
+//! observation and the node, while thresholds, counters and the state machine stay
+//! in the host.
+
+use std::time::Duration;
+
+use crate::config::model::{Checks, Node};
+use crate::upstream::{EndpointKey, Outcome};
+
+/// Where an observation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An active probe.
+    Active,
+    /// A real request.
+    Passive,
+}
+
+impl Source {
+    /// Lower-case name for logs and plugins.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Active => "active",
+            Source::Passive => "passive",
+        }
+    }
+}
+
+/// What was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// The node answered with this HTTP status.
+    Status(u16),
+    /// A TCP probe connected (the only success of a `tcp` probe).
+    Connected,
+    /// No connection could be made.
+    ConnectFailure,
+    /// The node did not answer in time.
+    Timeout,
+    /// The connection broke, or the answer was not HTTP.
+    Reset,
+}
+
+impl From<Outcome> for Observed {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Status(s) => Observed::Status(s),
+            Outcome::ConnectFailure => Observed::ConnectFailure,
+            Outcome::Timeout => Observed::Timeout,
+            Outcome::Reset => Observed::Reset,
+        }
+    }
+}
+
+/// One observation of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Probe or real request.
+    pub source: Source,
+    /// What happened.
+    pub observed: Observed,
+    /// How long it took.
+    pub latency: Duration,
+    /// The node's `Retry-After`, when it sent one (breakers may honour it).
+    pub retry_after: Option<Duration>,
+}
+
+/// The node an observation is about: identity and labels.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeInfo<'a> {
+    /// Service and `host:port`.
+    pub key: &'a EndpointKey,
+    /// Node settings (weight, zone, region, priority, tags).
+    pub node: &'a Node,
+}
+
+/// Which failure counter a failure feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A failure status (`http_failures`).
+    Http,
+    /// A connection failure or reset (`tcp_failures`).
+    Tcp,
+    /// A timeout (`timeouts`).
+    Timeout,
+}
+
+/// The verdict on one observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counts toward `healthy.successes` and clears the failure counters.
+    Success,
+    /// Counts toward the failure counter of this kind and clears the success counter.
+    Failure(FailureKind),
+    /// Counts toward nothing (a status in neither list).
+    Ignore,
+}
+
+/// Classifies observations. Implementations must be cheap and must not block:
+/// passive observations are classified on the request path.
+pub trait HealthEvaluator: Send + Sync + 'static {
+    /// Name for logs and the admin API.
+    fn name(&self) -> &str;
+    /// The verdict on `obs` of `node`.
+    fn evaluate(&self, node: &NodeInfo<'_>, obs: &Observation) -> Verdict;
+}
+
+/// A set of HTTP status codes (100..=599) as a bitset: lookups without hashing
+/// or allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusSet {
+    bits: [u64; 10],
+}
+
+impl StatusSet {
+    /// The set of `codes` (codes outside 0..640 are dropped).
+    pub fn new(codes: &[u16]) -> Self {
+        let mut set = StatusSet::default();
+        for &c in codes {
+            if let Some(word) = set.bits.get_mut(usize::from(c / 64)) {
+                *word |= 1 << (c % 64);
+            }
+        }
+        set
+    }
+
+    /// Whether `code` is in the set.
+    #[inline]
+    pub fn contains(&self, code: u16) -> bool {
+        self.bits
+            .get(usize::from(code / 64))
+            .is_some_and(|w| w & (1 << (code % 64)) != 0)
+    }
+}
+
+/// Success and failure statuses of one check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct StatusLists {
+    healthy: StatusSet,
+    unhealthy: StatusSet,
+}
+
+impl StatusLists {
+    fn verdict(&self, observed: Observed) -> Verdict {
+        match observed {
+            Observed::Status(s) if self.healthy.contains(s) => Verdict::Success,
+            Observed::Status(s) if self.unhealthy.contains(s) => Verdict::Failure(FailureKind::Http),
+            Observed::Status(_) => Verdict::Ignore,
+            Observed::Connected => Verdict::Success,
+            Observed::ConnectFailure | Observed::Reset => Verdict::Failure(FailureKind::Tcp),
+            Observed::Timeout => Verdict::Failure(FailureKind::Timeout),
+        }
+    }
+}
+
+/// The built-in classification: `healthy.http_statuses` are successes,
+/// `unhealthy.http_statuses` are HTTP failures, any other status is ignored;
+/// connect failures and resets are TCP failures; timeouts are timeouts; a `tcp`
+/// probe that connects is a success.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuiltinEvaluator {
+    active: StatusLists,
+    passive: StatusLists,
+}
+
+impl BuiltinEvaluator {
+    /// The evaluator for a version's `checks`.
+    pub fn new(checks: &Checks) -> Self {
+        let mut e = BuiltinEvaluator::default();
+        if let Some(a) = &checks.active {
+            e.active = StatusLists {
+                healthy: StatusSet::new(&a.healthy_statuses),
+                unhealthy: StatusSet::new(&a.unhealthy_statuses),
+            };
+        }
+        if let Some(p) = &checks.passive {
+            e.passive = StatusLists {
+                healthy: StatusSet::new(&p.healthy_statuses),
+                unhealthy: StatusSet::new(&p.unhealthy_statuses),
+            };
+        }
+        e
+    }
+}
+
+impl HealthEvaluator for BuiltinEvaluator {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn evaluate(&self, _node: &NodeInfo<'_>, obs: &Observation) -> Verdict {
+        match obs.source {
+            Source::Active => self.active.verdict(obs.observed),
+            Source::Passive => self.passive.verdict(obs.observed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::PassiveCheck;
+
+    #[test]
+    fn status_set_membership() {
+        let s = StatusSet::new(&[200, 302, 599, 100]);
+        assert!(s.contains(200) && s.contains(302) && s.contains(599) && s.contains(100));
+        assert!(!s.contains(201) && !s.contains(0) && !s.contains(65535));
+    }
+
+    #[test]
+    fn builtin_classifies_by_source_lists() {
+        let passive = PassiveCheck {
+            healthy_statuses: vec![200],
+            healthy_successes: 1,
+            unhealthy_statuses: vec![500],
+            unhealthy_http_failures: 1,
+            unhealthy_tcp_failures: 1,
+            unhealthy_timeouts: 1,
+            base_ejection_time: Duration::from_secs(1),
+            max_ejection_time: Duration::from_secs(2),
+        };
+        let e = BuiltinEvaluator::new(&Checks {
+            active: None,
+            passive: Some(passive),
+        });
+        let key = EndpointKey {
+            service: "s".into(),
+            authority: "a:1".into(),
+        };
+        let node = Node {
+            host: "a".into(),
+            port: 1,
+            weight: 1,
+            zone: String::new(),
+            region: String::new(),
+            priority: 0,
+            tags: vec![],
+        };
+        let info = NodeInfo { key: &key, node: &node };
+        let obs = |source, observed| Observation {
+            source,
+            observed,
+            latency: Duration::ZERO,
+            retry_after: None,
+        };
+        let v = |o| e.evaluate(&info, &o);
+        assert_eq!(v(obs(Source::Passive, Observed::Status(200))), Verdict::Success);
+        assert_eq!(
+            v(obs(Source::Passive, Observed::Status(500))),
+            Verdict::Failure(FailureKind::Http)
+        );
+        assert_eq!(v(obs(Source::Passive, Observed::Status(404))), Verdict::Ignore);
+        assert_eq!(
+            v(obs(Source::Passive, Observed::Reset)),
+            Verdict::Failure(FailureKind::Tcp)
+        );
+        assert_eq!(
+            v(obs(Source::Passive, Observed::Timeout)),
+            Verdict::Failure(FailureKind::Timeout)
+        );
+        // No active check configured: its status lists are empty.
+        assert_eq!(v(obs(Source::Active, Observed::Status(200))), Verdict::Ignore);
+        assert_eq!(v(obs(Source::Active, Observed::Connected)), Verdict::Success);
+    }
+}
