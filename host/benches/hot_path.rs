@@ -152,6 +152,7 @@ fn bench_plan(c: &mut Criterion) {
                 local_region: i % 3 != 2,
                 priority: (i % 2) as i32,
                 healthy: i % 7 != 0,
+                trial: false,
             })
             .collect();
         g.bench_with_input(BenchmarkId::from_parameter(n), &nodes, |b, nodes| {
