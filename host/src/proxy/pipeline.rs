@@ -339,19 +339,23 @@ async fn proxy(
                 let safe = (may_repeat || !reached) && body.replayable();
                 let in_time = deadline.is_none_or(|d| Instant::now() + backoff < d);
                 let node_left = has_open_candidate(&up.tiers.load(), &excluded);
-                if safe && in_time && node_left {
+                if !(safe && in_time && node_left) {
+                    None
+                } else if !reached {
+                    // The request never reached an upstream: retrying it adds no load
+                    // to the upstreams, so it does not spend the budget.
+                    Some((backoff, None))
+                } else {
                     match up
                         .live
                         .try_start_retry(policy.retry.budget_percent, policy.retry.budget_min_concurrent)
                     {
-                        Some(guard) => Some((backoff, guard)),
+                        Some(guard) => Some((backoff, Some(guard))),
                         None => {
                             up.metrics.retry_budget_exhausted.inc();
                             None
                         }
                     }
-                } else {
-                    None
                 }
             }
         };
@@ -364,7 +368,9 @@ async fn proxy(
         up.metrics.retries.inc();
         drop(result);
         drop(inflight);
-        _retry_slot = Some(guard);
+        if guard.is_some() {
+            _retry_slot = guard;
+        }
         if !backoff.is_zero() {
             tokio::time::sleep(backoff).await;
         }
