@@ -287,3 +287,38 @@ fn half_open_trials_get_traffic_but_are_not_capacity() {
     assert!(p.panic);
     assert_eq!(shares(&p, 2), vec![1.0, 0.0]);
 }
+
+#[test]
+fn slow_start_ramps_weight_from_join() {
+    use std::time::Duration;
+
+    use crate::config::model::SlowStart;
+    let eps = crate::balance::testing::endpoints(&[1000]);
+    let mut policy = crate::config::validate::validate(
+        &serde_yaml_ng::from_str(
+            "services: [ { name: s, versions: [ { version: '1', routes: [ { uri: / } ] } ] } ]\ngateway_groups: [ { name: default, services: [] } ]",
+        )
+        .unwrap(),
+        &Default::default(),
+        std::path::Path::new("."),
+    )
+    .unwrap()
+    .services["s"]
+        .versions[0]
+        .upstream
+        .clone();
+    assert_eq!(super::effective_weight(&eps[0], &policy), 1000, "off by default");
+    policy.slow_start = SlowStart {
+        window: Duration::from_secs(100),
+        min_weight: 0.1,
+    };
+    // Just joined: the floor.
+    assert_eq!(super::effective_weight(&eps[0], &policy), 100);
+    policy.slow_start.window = Duration::from_millis(1);
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(
+        super::effective_weight(&eps[0], &policy),
+        1000,
+        "after the window: full weight"
+    );
+}
