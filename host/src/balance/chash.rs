@@ -138,8 +138,8 @@ impl Balancer for Chash {
 
 #[cfg(test)]
 mod tests {
+    use super::super::NodeSet;
     use super::super::testing::*;
-    use super::super::{NodeSet, RequestView};
     use super::*;
 
     fn pick_for(ch: &Chash, eps: &[std::sync::Arc<Endpoint>], key: &str) -> usize {
@@ -147,16 +147,7 @@ mod tests {
         let mut parts = parts("/x");
         parts.headers.insert("x-user", key.parse().unwrap());
         let excluded = NodeSet::new();
-        ch.pick(&PickContext {
-            endpoints: eps,
-            candidates: &set,
-            excluded: &excluded,
-            request: RequestView {
-                parts: &parts,
-                remote: remote(),
-            },
-        })
-        .unwrap()
+        pick_with(ch, eps, &set, &excluded, &parts).unwrap()
     }
 
     #[test]
@@ -198,17 +189,7 @@ mod tests {
         let mut excluded = NodeSet::new();
         let mut seen = vec![];
         for _ in 0..3 {
-            let idx = ch
-                .pick(&PickContext {
-                    endpoints: &eps,
-                    candidates: &set,
-                    excluded: &excluded,
-                    request: RequestView {
-                        parts: &parts,
-                        remote: remote(),
-                    },
-                })
-                .unwrap();
+            let idx = pick_with(&ch, &eps, &set, &excluded, &parts).unwrap();
             assert!(!seen.contains(&idx));
             seen.push(idx);
             excluded.insert(idx);

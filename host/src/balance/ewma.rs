@@ -56,8 +56,8 @@ impl Balancer for PeakEwma {
 mod tests {
     use std::time::Duration;
 
+    use super::super::NodeSet;
     use super::super::testing::*;
-    use super::super::{NodeSet, RequestView};
     use super::*;
 
     #[test]
@@ -71,17 +71,7 @@ mod tests {
         let excluded = NodeSet::new();
         let b = PeakEwma::new();
         let slow = (0..1000)
-            .filter(|_| {
-                b.pick(&PickContext {
-                    endpoints: &eps,
-                    candidates: &set,
-                    excluded: &excluded,
-                    request: RequestView {
-                        parts: &parts,
-                        remote: remote(),
-                    },
-                }) == Some(0)
-            })
+            .filter(|_| pick_with(&b, &eps, &set, &excluded, &parts) == Some(0))
             .count();
         assert_eq!(slow, 0);
     }
@@ -93,15 +83,6 @@ mod tests {
         let set = all(&eps);
         let parts = parts("/");
         let excluded = NodeSet::new();
-        let ctx = PickContext {
-            endpoints: &eps,
-            candidates: &set,
-            excluded: &excluded,
-            request: RequestView {
-                parts: &parts,
-                remote: remote(),
-            },
-        };
-        assert_eq!(PeakEwma::new().pick(&ctx), Some(1));
+        assert_eq!(pick_with(&PeakEwma::new(), &eps, &set, &excluded, &parts), Some(1));
     }
 }

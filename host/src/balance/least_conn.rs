@@ -49,8 +49,8 @@ impl Balancer for LeastConn {
 
 #[cfg(test)]
 mod tests {
+    use super::super::NodeSet;
     use super::super::testing::*;
-    use super::super::{NodeSet, RequestView};
     use super::*;
 
     #[test]
@@ -64,16 +64,7 @@ mod tests {
         let set = all(&eps);
         let parts = parts("/");
         let excluded = NodeSet::new();
-        let ctx = PickContext {
-            endpoints: &eps,
-            candidates: &set,
-            excluded: &excluded,
-            request: RequestView {
-                parts: &parts,
-                remote: remote(),
-            },
-        };
-        assert_eq!(LeastConn::new().pick(&ctx), Some(1));
+        assert_eq!(pick_with(&LeastConn::new(), &eps, &set, &excluded, &parts), Some(1));
     }
 
     #[test]
@@ -85,16 +76,7 @@ mod tests {
         let lc = LeastConn::new();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..3 {
-            let ctx = PickContext {
-                endpoints: &eps,
-                candidates: &set,
-                excluded: &excluded,
-                request: RequestView {
-                    parts: &parts,
-                    remote: remote(),
-                },
-            };
-            seen.insert(lc.pick(&ctx).unwrap());
+            seen.insert(pick_with(&lc, &eps, &set, &excluded, &parts).unwrap());
         }
         assert_eq!(seen.len(), 3);
     }

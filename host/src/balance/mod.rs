@@ -216,6 +216,25 @@ pub(crate) mod testing {
         }))
     }
 
+    /// One pick of `b` over `set`, never choosing `excluded`.
+    pub fn pick_with(
+        b: &dyn Balancer,
+        eps: &[Arc<Endpoint>],
+        set: &CandidateSet,
+        excluded: &NodeSet,
+        parts: &http::request::Parts,
+    ) -> Option<usize> {
+        b.pick(&PickContext {
+            endpoints: eps,
+            candidates: set,
+            excluded,
+            request: RequestView {
+                parts,
+                remote: remote(),
+            },
+        })
+    }
+
     pub fn parts(uri: &str) -> http::request::Parts {
         http::Request::builder().uri(uri).body(()).unwrap().into_parts().0
     }

@@ -52,8 +52,8 @@ impl Balancer for RoundRobin {
 
 #[cfg(test)]
 mod tests {
+    use super::super::NodeSet;
     use super::super::testing::*;
-    use super::super::{NodeSet, RequestView};
     use super::*;
 
     fn run(weights: &[u32], picks: usize) -> Vec<usize> {
@@ -63,18 +63,7 @@ mod tests {
         let rr = RoundRobin::new();
         let excluded = NodeSet::new();
         (0..picks)
-            .map(|_| {
-                rr.pick(&PickContext {
-                    endpoints: &eps,
-                    candidates: &set,
-                    excluded: &excluded,
-                    request: RequestView {
-                        parts: &parts,
-                        remote: remote(),
-                    },
-                })
-                .unwrap()
-            })
+            .map(|_| pick_with(&rr, &eps, &set, &excluded, &parts).unwrap())
             .collect()
     }
 
@@ -102,27 +91,9 @@ mod tests {
         excluded.insert(2);
         let rr = RoundRobin::new();
         for _ in 0..5 {
-            let ctx = PickContext {
-                endpoints: &eps,
-                candidates: &set,
-                excluded: &excluded,
-                request: RequestView {
-                    parts: &parts,
-                    remote: remote(),
-                },
-            };
-            assert_eq!(rr.pick(&ctx), Some(1));
+            assert_eq!(pick_with(&rr, &eps, &set, &excluded, &parts), Some(1));
         }
         excluded.insert(1);
-        let ctx = PickContext {
-            endpoints: &eps,
-            candidates: &set,
-            excluded: &excluded,
-            request: RequestView {
-                parts: &parts,
-                remote: remote(),
-            },
-        };
-        assert_eq!(rr.pick(&ctx), None);
+        assert_eq!(pick_with(&rr, &eps, &set, &excluded, &parts), None);
     }
 }
