@@ -229,6 +229,7 @@ impl Gateway {
             .await;
         });
         let refresher = tokio::spawn(refresh_tiers(state.clone(), shutdown.subscribe()));
+        let limits = tokio::spawn(state.live.limits.clone().run(shutdown.subscribe()));
         state.ready.store(true, Ordering::Release);
         tracing::info!(
             proxy = %proxy_addr,
@@ -244,7 +245,7 @@ impl Gateway {
             state,
             shutdown,
             proxy_task,
-            tasks: vec![admin_task, refresher],
+            tasks: vec![admin_task, refresher, limits],
         })
     }
 
@@ -258,6 +259,7 @@ impl Gateway {
     pub async fn shutdown(self) -> bool {
         self.begin_shutdown();
         let finished = self.proxy_task.await.unwrap_or(false);
+        self.state.live.limits.close().await;
         for t in self.tasks {
             t.abort();
             let _ = t.await;

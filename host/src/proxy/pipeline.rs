@@ -49,7 +49,16 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
     let up = snap.upstreams[route.upstream].clone();
     let method = parts.method.clone();
     let path = snap.config.gateway.access_log.then(|| parts.uri.clone());
-    let (resp, served) = proxy(ctx, &up, &route, parts, body, remote, start).await;
+    let (resp, served) = match crate::ratelimit::enforce(up.limiter.as_ref(), &route.name, &parts, remote) {
+        Ok(limit_headers) => {
+            let (mut resp, served) = proxy(ctx, &up, &route, parts, body, remote, start).await;
+            if let Some(h) = limit_headers {
+                h.apply(resp.headers_mut());
+            }
+            (resp, served)
+        }
+        Err(refused) => (refused, Served::default()),
+    };
     let status = resp.status().as_u16();
     up.metrics.response(status);
     up.metrics.latency.observe(start.elapsed().as_secs_f64());

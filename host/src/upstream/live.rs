@@ -76,6 +76,8 @@ impl Drop for ActiveGuard {
 #[derive(Debug, Default)]
 pub struct LiveRegistry {
     inner: Mutex<Inner>,
+    /// Rate-limit and quota state, keyed by rule.
+    pub limits: Arc<crate::ratelimit::LimitRegistry>,
 }
 
 #[derive(Debug, Default)]
@@ -133,8 +135,10 @@ impl LiveRegistry {
             .clone()
     }
 
-    /// Forgets endpoints and services that are no longer served.
+    /// Forgets endpoints and services that are no longer served, and limiter state
+    /// no snapshot uses any more.
     pub fn retain(&self, endpoints: &[EndpointKey], services: &[Arc<str>]) {
+        self.limits.sweep();
         let keep: std::collections::HashSet<&EndpointKey> = endpoints.iter().collect();
         let keep_services: std::collections::HashSet<&Arc<str>> = services.iter().collect();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

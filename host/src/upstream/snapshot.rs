@@ -10,6 +10,7 @@ use crate::balance::{self, Balancer};
 use crate::config::Config;
 use crate::config::model::ServiceVersion;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::retry::{BuiltinRetry, RetryPolicy};
 use crate::router::Router;
 use crate::zone::{self, Locality, Tiers};
@@ -23,6 +24,11 @@ pub trait PolicyHooks: Send + Sync {
     }
     /// The retry policy to use; `builtin` is the configured built-in.
     fn retry(&self, _version: &ServiceVersion, builtin: Arc<dyn RetryPolicy>) -> Arc<dyn RetryPolicy> {
+        builtin
+    }
+    /// The rate limiter to use; `builtin` applies the version's `limits:` and
+    /// `quota:` (and offers the host counters through `RateLimiter::counters`).
+    fn rate_limiter(&self, _version: &ServiceVersion, builtin: Arc<dyn RateLimiter>) -> Arc<dyn RateLimiter> {
         builtin
     }
 }
@@ -97,6 +103,10 @@ impl Snapshot {
                 let builtin = balance::build(policy.balancer, &endpoints, &policy.hash_key);
                 let balancer = hooks.balancer(version, builtin);
                 let retry = hooks.retry(version, Arc::new(BuiltinRetry::new(policy.retry.clone())));
+                let limiter = hooks.rate_limiter(
+                    version,
+                    live.limits.limiter(&service, version, &config.gateway, metrics),
+                );
                 let tiers: Tiers = zone::compute(&endpoints, policy, &locality);
                 let node_names: Vec<String> = endpoints.iter().map(|e| e.key.authority.to_string()).collect();
                 upstreams.push(Arc::new(Upstream {
@@ -105,6 +115,7 @@ impl Snapshot {
                     version: version.clone(),
                     balancer,
                     retry,
+                    limiter,
                     tiers: ArcSwap::from_pointee(tiers),
                     live: live.service(&service),
                     locality: locality.clone(),
