@@ -180,11 +180,11 @@ impl BuiltinLimiter {
                         });
                     }
                 }
-                RuleStep::Deny { retry, .. } if rule.shadow => {
+                RuleStep::Deny { retry, .. } | RuleStep::Busy { retry, .. } if rule.shadow => {
                     rule.metrics.shadow_limited.inc();
                     rule.log_shadow(&self.service, req, now, retry);
                 }
-                RuleStep::Deny { limit, retry, reset } => {
+                RuleStep::Deny { limit, retry, reset } | RuleStep::Busy { limit, retry, reset } => {
                     rule.metrics.limited.inc();
                     if refused.as_ref().is_none_or(|(_, r, _)| retry > *r) {
                         let h = RateHeaders {
@@ -242,6 +242,18 @@ impl BuiltinLimiter {
                     return Decision::QuotaExceeded {
                         rule: QUOTA_RULE.into(),
                         retry_after: retry,
+                    };
+                }
+                RuleStep::Busy { limit, retry, reset } => {
+                    q.metrics.limited.inc();
+                    return Decision::Limited {
+                        rule: QUOTA_RULE.into(),
+                        retry_after: retry,
+                        headers: RateHeaders {
+                            limit,
+                            remaining: 0,
+                            reset,
+                        },
                     };
                 }
                 RuleStep::Unavailable => {

@@ -163,6 +163,16 @@ pub enum RuleStep {
         /// Time until the full limit is back.
         reset: Duration,
     },
+    /// Refused for now: the shared store shows room, but this unit's share of it
+    /// has not arrived yet (a 429 even for a quota: it is not spent).
+    Busy {
+        /// The rule's limit.
+        limit: u64,
+        /// Time until the share is expected.
+        retry: Duration,
+        /// Time until the full limit is back.
+        reset: Duration,
+    },
     /// The shared store is unreachable and the rule fails closed.
     Unavailable,
 }

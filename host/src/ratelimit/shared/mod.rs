@@ -21,19 +21,20 @@
 //! (counts are pushed when Redis is back), `fail_open` admits, `fail_closed` answers
 //! 503.
 
+mod sync;
+mod view;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Value;
-
-use super::algo::Window;
 use super::local::{LocalAlgo, LocalState};
-use super::quota::Periods;
-use super::store::{Store, StoreError, rows};
+use super::store::Store;
 use super::table::KeyTable;
-use super::time::{Now, calendar_period, rolling_len_ms};
+use super::time::Now;
 use super::{Admission, RuleStep};
 use crate::config::model::{LimitAlgorithm, StoreFailure};
+pub use view::SharedAlgo;
+use view::View;
 
 /// Keys one shared rule keeps at most.
 pub const MAX_KEYS: usize = 100_000;
@@ -43,167 +44,16 @@ const BATCH: usize = 64;
 const MAX_URGENT: usize = 10_000;
 /// Epoch of a rolling quota period not yet opened in Redis.
 const UNKNOWN: u64 = u64::MAX;
+/// Share of a limit all units together may admit for a key before holding a
+/// grant for it (each unit: this ÷ live units, at least one request).
+pub const COLD_SHARE: f64 = 0.05;
 
-/// A shared algorithm, in milliseconds of wall time.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SharedAlgo {
-    /// Sliding window.
-    Window {
-        /// Requests per window.
-        count: u64,
-        /// Window length in ms.
-        len: u64,
-    },
-    /// Token bucket.
-    Bucket {
-        /// Tokens per second.
-        rate: f64,
-        /// Bucket size.
-        burst: f64,
-    },
-    /// Long-period quota.
-    Quota {
-        /// Calls per period.
-        calls: u64,
-        /// Period layout.
-        periods: Periods,
-    },
-}
-
-/// The global state of a key as of a unit's last sync.
-#[derive(Debug, Clone, Copy, Default)]
-struct View {
-    known: bool,
-    /// Window index, 0 (bucket) or period start.
-    epoch: u64,
-    /// Window: current count. Bucket: tokens. Quota: count.
-    a: f64,
-    /// Window: previous count. Bucket: time of `a` (ms). Quota: period end.
-    b: f64,
-}
-
-impl SharedAlgo {
-    /// The shared form of a limit algorithm.
-    pub fn from_limit(alg: &LimitAlgorithm) -> Self {
-        match *alg {
-            LimitAlgorithm::TokenBucket { rate, burst } => SharedAlgo::Bucket { rate, burst },
-            LimitAlgorithm::SlidingWindow { count, window } => SharedAlgo::Window {
-                count,
-                len: u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1),
-            },
-        }
-    }
-
-    fn limit(&self) -> u64 {
-        match *self {
-            SharedAlgo::Window { count, .. } => count,
-            SharedAlgo::Bucket { burst, .. } => burst.floor().max(1.0) as u64,
-            SharedAlgo::Quota { calls, .. } => calls,
-        }
-    }
-
-    fn rolling(&self) -> bool {
-        matches!(self, SharedAlgo::Quota { periods, .. } if !periods.calendar)
-    }
-
-    fn epoch(&self, view: &View, now: u64) -> u64 {
-        match *self {
-            SharedAlgo::Window { len, .. } => now / len,
-            SharedAlgo::Bucket { .. } => 0,
-            SharedAlgo::Quota { periods, .. } if periods.calendar => calendar_period(periods.period, now).0,
-            SharedAlgo::Quota { .. } => {
-                if view.known && (now as f64) < view.b {
-                    view.epoch
-                } else {
-                    UNKNOWN
-                }
-            }
-        }
-    }
-
-    /// Window counts `(prev, cur)` the view implies for `epoch`.
-    fn window_counts(view: &View, epoch: u64) -> (f64, f64) {
-        if !view.known {
-            (0.0, 0.0)
-        } else if view.epoch == epoch {
-            (view.b, view.a)
-        } else if view.epoch + 1 == epoch {
-            (view.a, 0.0)
-        } else {
-            (0.0, 0.0)
-        }
-    }
-
-    /// Capacity left by the view at `now` (may be fractional or negative).
-    fn remaining(&self, view: &View, epoch: u64, now: u64) -> f64 {
-        match *self {
-            SharedAlgo::Window { count, len } => {
-                let (prev, cur) = Self::window_counts(view, epoch);
-                let e = now.saturating_sub(epoch * len).min(len) as f64;
-                count as f64 - prev * (1.0 - e / len as f64) - cur
-            }
-            SharedAlgo::Bucket { rate, burst } => {
-                if view.known {
-                    (view.a + rate * now.saturating_sub(view.b as u64) as f64 / 1000.0).min(burst)
-                } else {
-                    burst
-                }
-            }
-            SharedAlgo::Quota { calls, .. } => {
-                if view.known && view.epoch == epoch && (now as f64) < view.b {
-                    calls as f64 - view.a
-                } else {
-                    calls as f64
-                }
-            }
-        }
-    }
-
-    fn period_end(&self, view: &View, epoch: u64, now: u64) -> u64 {
-        match *self {
-            SharedAlgo::Quota { periods, .. } if periods.calendar => calendar_period(periods.period, now).1,
-            SharedAlgo::Quota { .. } if view.known && view.epoch == epoch => view.b as u64,
-            SharedAlgo::Quota { periods, .. } => now + rolling_len_ms(periods.period),
-            _ => now,
-        }
-    }
-
-    /// Time until one more request fits by the view, when `remaining < 1`.
-    fn retry_ms(&self, view: &View, epoch: u64, now: u64) -> u64 {
-        match *self {
-            SharedAlgo::Window { count, len } => {
-                let (prev, cur) = Self::window_counts(view, epoch);
-                let e = now.saturating_sub(epoch * len).min(len);
-                Window { count, len }.retry(prev.ceil() as u64, cur.ceil() as u64, e)
-            }
-            SharedAlgo::Bucket { rate, .. } => {
-                let missing = 1.0 - self.remaining(view, epoch, now);
-                (missing.max(0.0) * 1000.0 / rate).ceil() as u64
-            }
-            SharedAlgo::Quota { .. } => self.period_end(view, epoch, now).saturating_sub(now),
-        }
-    }
-
-    /// Time until the full allowance is back.
-    fn reset_ms(&self, view: &View, epoch: u64, now: u64) -> u64 {
-        match *self {
-            SharedAlgo::Window { len, .. } => len - now.saturating_sub(epoch * len).min(len),
-            SharedAlgo::Bucket { rate, burst } => {
-                let missing = burst - self.remaining(view, epoch, now);
-                (missing.max(0.0) * 1000.0 / rate).ceil() as u64
-            }
-            SharedAlgo::Quota { .. } => self.period_end(view, epoch, now).saturating_sub(now),
-        }
-    }
-
-    /// How long an idle, settled key is kept (its view avoids a cold start).
-    fn idle_ms(&self) -> u64 {
-        match *self {
-            SharedAlgo::Window { len, .. } => 2 * len,
-            SharedAlgo::Bucket { rate, burst } => ((burst / rate * 1000.0) as u64).max(1000),
-            SharedAlgo::Quota { .. } => 3_600_000,
-        }
-    }
+/// What one unit may admit for a key without a grant: its share of what its view
+/// shows is left, at most [`COLD_SHARE`] of the limit ÷ units, at least 1.
+fn cold_allowance(remaining: f64, limit: u64, units: u32) -> u64 {
+    let n = f64::from(units.max(1));
+    let cap = (COLD_SHARE * limit as f64 / n).ceil().max(1.0);
+    (remaining / n).ceil().clamp(0.0, cap) as u64
 }
 
 /// One key's state on this unit.
@@ -211,6 +61,8 @@ impl SharedAlgo {
 struct Entry {
     epoch: u64,
     grant: u64,
+    /// Ask for more when the grant falls to this (half of the last one).
+    low: u64,
     unsynced: u64,
     old_grant: u64,
     old_unsynced: u64,
@@ -255,20 +107,6 @@ impl Entry {
         self.synced = false;
         self.registered = false;
     }
-}
-
-/// What one key sends in a sync.
-#[derive(Debug)]
-struct Item {
-    key: Box<str>,
-    epoch: u64,
-    push: u64,
-    push_old: u64,
-    ret: u64,
-    ret_old: u64,
-    keep: u64,
-    want: bool,
-    first: bool,
 }
 
 /// A rule or quota counted in Redis.
@@ -354,6 +192,11 @@ impl SharedRule {
             let reset = Duration::from_millis(algo.reset_ms(&e.view, e.epoch, t));
             if e.grant > 0 {
                 e.grant -= 1;
+                if e.grant <= e.low && rem >= 1.0 && !e.urgent {
+                    // Top up before it runs out, so requests never wait for a refill.
+                    e.urgent = true;
+                    wake = true;
+                }
                 return RuleStep::Admit {
                     limit,
                     remaining: e.grant + rem.max(0.0) as u64,
@@ -372,10 +215,12 @@ impl SharedRule {
                 e.urgent = true;
                 wake = true;
             }
+            // A unit that holds a current grant and used it up takes one more while
+            // it asks again.
             let allowance = if e.synced && e.registered {
                 1
             } else {
-                (rem / f64::from(n)).ceil() as u64
+                cold_allowance(rem, limit, n)
             };
             if e.unsynced + e.inflight < allowance {
                 e.unsynced += 1;
@@ -387,7 +232,7 @@ impl SharedRule {
                 }
             } else {
                 // Room is left but not ours yet: a grant is on its way.
-                RuleStep::Deny {
+                RuleStep::Busy {
                     limit,
                     retry: self.sync_interval,
                     reset,
@@ -395,6 +240,7 @@ impl SharedRule {
             }
         });
         if wake {
+            tracing::trace!(key, "early sync requested");
             let mut q = self.urgent.lock().unwrap_or_else(|p| p.into_inner());
             if q.len() < MAX_URGENT {
                 q.push(key.into());
@@ -481,207 +327,6 @@ impl SharedRule {
         self.table.sweep(now_ms);
         self.table.evicted_live()
     }
-
-    /// Syncs keys with Redis: only those waiting for a grant if `urgent_only`,
-    /// else every key with something to report. Returns how many keys were synced.
-    pub async fn sync(&self, now_ms: u64, urgent_only: bool) -> Result<usize, StoreError> {
-        let items = self.collect(now_ms, urgent_only);
-        let total = items.len();
-        let mut chunks = items.chunks(BATCH);
-        while let Some(chunk) = chunks.next() {
-            let t0 = std::time::Instant::now();
-            let result = self.send(chunk, now_ms).await;
-            self.store.metrics.sync_duration.observe(t0.elapsed().as_secs_f64());
-            match result {
-                Ok(replies) => self.apply(chunk, &replies),
-                Err(e) => {
-                    // The reply is lost: the pushes may or may not have been counted.
-                    // They are not sent again, so nothing is counted twice.
-                    self.release(chunk);
-                    for rest in chunks {
-                        self.release(rest);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(total)
-    }
-
-    fn collect(&self, now_ms: u64, urgent_only: bool) -> Vec<Item> {
-        let generation = self.store.generation();
-        let mut items = Vec::new();
-        let mut take = |key: &str, e: &mut Entry| {
-            if e.generation != generation {
-                e.renew(generation);
-            }
-            let epoch = self.algo.epoch(&e.view, now_ms);
-            if epoch != e.epoch {
-                e.roll(&self.algo, epoch);
-            }
-            let active = e.demand > 0 || e.urgent;
-            let work = active || e.unsynced > 0 || e.old_unsynced > 0 || e.old_grant > 0 || e.grant > 0 || e.registered;
-            if !work {
-                return;
-            }
-            let keep = if active { e.grant } else { 0 };
-            items.push(Item {
-                key: key.into(),
-                epoch: e.epoch,
-                push: e.unsynced,
-                push_old: e.old_unsynced,
-                ret: e.grant - keep,
-                ret_old: e.old_grant,
-                keep,
-                want: active,
-                first: !e.synced,
-            });
-            e.grant = keep;
-            e.inflight += e.unsynced + e.old_unsynced;
-            e.unsynced = 0;
-            e.old_unsynced = 0;
-            e.old_grant = 0;
-            e.demand = 0;
-            e.urgent = false;
-            e.registered &= active;
-        };
-        if urgent_only {
-            let keys = std::mem::take(&mut *self.urgent.lock().unwrap_or_else(|p| p.into_inner()));
-            for k in keys {
-                self.table.get(&k, |e| {
-                    if e.urgent {
-                        take(&k, e)
-                    }
-                });
-            }
-        } else {
-            self.urgent.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            self.table.scan(|k, e| {
-                take(k, e);
-                true
-            });
-        }
-        items
-    }
-
-    async fn send(&self, items: &[Item], now_ms: u64) -> Result<Vec<Vec<f64>>, StoreError> {
-        let store = &*self.store;
-        let n_live = store.live_units();
-        let stale = (3 * self.sync_interval.as_millis() as u64).max(1000);
-        let flag = |b: bool| if b { "1" } else { "0" };
-        let (script, width) = match self.algo {
-            SharedAlgo::Window { .. } => (&store.scripts.window, 3),
-            SharedAlgo::Bucket { .. } => (&store.scripts.bucket, 3),
-            SharedAlgo::Quota { .. } => (&store.scripts.quota, 4),
-        };
-        let mut inv = script.prepare_invoke();
-        inv.arg(store.unit()).arg(now_ms).arg(n_live).arg(stale);
-        match self.algo {
-            SharedAlgo::Window { count, len } => {
-                let e = now_ms % len;
-                let ttl = 2 * len + 1000;
-                inv.arg(count).arg(1.0 - e as f64 / len as f64).arg(ttl);
-                for it in items {
-                    inv.key(format!("{}:{}:{}", self.prefix, it.key, it.epoch))
-                        .key(format!("{}:{}:{}", self.prefix, it.key, it.epoch.wrapping_sub(1)))
-                        .key(format!("{}:{}:u", self.prefix, it.key));
-                    inv.arg(it.push)
-                        .arg(it.push_old)
-                        .arg(it.ret)
-                        .arg(it.ret_old)
-                        .arg(it.keep);
-                    inv.arg(flag(it.want)).arg(flag(it.first));
-                }
-            }
-            SharedAlgo::Bucket { rate, burst } => {
-                let ttl = ((2.0 * burst / rate * 1000.0) as u64 + 1000).max(4 * stale);
-                inv.arg(rate / 1000.0).arg(burst).arg(ttl);
-                for it in items {
-                    inv.key(format!("{}:{}", self.prefix, it.key))
-                        .key(format!("{}:{}:u", self.prefix, it.key));
-                    inv.arg(it.push)
-                        .arg(it.ret)
-                        .arg(it.keep)
-                        .arg(flag(it.want))
-                        .arg(flag(it.first));
-                }
-            }
-            SharedAlgo::Quota { calls, periods } => {
-                let (start, end) = calendar_period(periods.period, now_ms);
-                inv.arg(calls)
-                    .arg(flag(periods.calendar))
-                    .arg(rolling_len_ms(periods.period))
-                    .arg(start)
-                    .arg(end);
-                for it in items {
-                    inv.key(format!("{}:{}", self.prefix, it.key))
-                        .key(format!("{}:{}:u", self.prefix, it.key));
-                    inv.arg(it.push)
-                        .arg(it.ret)
-                        .arg(it.keep)
-                        .arg(flag(it.want))
-                        .arg(flag(it.first));
-                    inv.arg(if it.epoch == UNKNOWN { 0 } else { it.epoch });
-                }
-            }
-        }
-        let reply: Value = store.run(&inv).await?;
-        let rows = rows(reply, width)?;
-        if rows.len() != items.len() {
-            return Err(StoreError::Reply(format!(
-                "{} rows for {} keys",
-                rows.len(),
-                items.len()
-            )));
-        }
-        Ok(rows)
-    }
-
-    fn apply(&self, items: &[Item], replies: &[Vec<f64>]) {
-        let algo = &self.algo;
-        for (it, r) in items.iter().zip(replies) {
-            let grant = r[0].max(0.0) as u64;
-            let (epoch, a, b) = match algo {
-                SharedAlgo::Window { .. } => (it.epoch, r[1], r[2]),
-                SharedAlgo::Bucket { .. } => (0, r[1], r[2]),
-                SharedAlgo::Quota { .. } => (r[2] as u64, r[1], r[3]),
-            };
-            self.table.get(&it.key, |e| {
-                e.inflight = e.inflight.saturating_sub(it.push + it.push_old);
-                if algo.rolling() && e.epoch != epoch && (e.epoch == UNKNOWN || e.epoch == it.epoch) {
-                    // Redis opened (or had already opened) a new rolling period.
-                    e.grant = 0;
-                    e.epoch = epoch;
-                }
-                if e.epoch == epoch {
-                    if it.want {
-                        e.grant += grant;
-                        e.registered = true;
-                    }
-                    e.synced = true;
-                } else if matches!(algo, SharedAlgo::Window { .. }) && epoch.wrapping_add(1) == e.epoch {
-                    // The window moved on during the round trip: give the grant back.
-                    e.old_grant += grant;
-                }
-                if !e.view.known || epoch >= e.view.epoch || algo.rolling() {
-                    e.view = View {
-                        known: true,
-                        epoch,
-                        a,
-                        b,
-                    };
-                }
-            });
-        }
-    }
-
-    fn release(&self, items: &[Item]) {
-        for it in items {
-            self.table.get(&it.key, |e| {
-                e.inflight = e.inflight.saturating_sub(it.push + it.push_old);
-            });
-        }
-    }
 }
 
 #[cfg(test)]
@@ -689,6 +334,8 @@ mod tests {
     use super::*;
     use crate::config::model::{QuotaPeriod, RedisSettings};
     use crate::ratelimit::metrics::LimitMetrics;
+    use crate::ratelimit::quota::Periods;
+    use crate::ratelimit::time::calendar_period;
 
     fn store() -> Arc<Store> {
         let settings = RedisSettings {
@@ -710,8 +357,12 @@ mod tests {
     }
 
     fn window_rule(on_failure: StoreFailure) -> SharedRule {
+        window_rule_of(10, on_failure)
+    }
+
+    fn window_rule_of(count: u64, on_failure: StoreFailure) -> SharedRule {
         let alg = LimitAlgorithm::SlidingWindow {
-            count: 10,
+            count,
             window: Duration::from_secs(10),
         };
         SharedRule::new(
@@ -730,17 +381,51 @@ mod tests {
         rule.store.set_state(false, 2);
         let t = 1_000_000;
         let n = (0..10).filter(|_| admitted(rule.acquire("k", now(t)))).count();
-        assert_eq!(n, 5, "10 / 2 live units before the first sync");
+        assert_eq!(n, 1, "5 % of 10 / 2 live units, at least one, before the first sync");
         assert_eq!(rule.urgent.lock().unwrap().len(), 1, "one early sync requested");
         let items = rule.collect(t, true);
         assert_eq!(items.len(), 1);
         let it = &items[0];
-        assert_eq!((it.push, it.want, it.first, it.epoch), (5, true, true, t / 10_000));
+        assert_eq!((it.push, it.want, it.first, it.epoch), (1, true, true, t / 10_000));
         // The reply grants 3; they are admitted locally, then the unit is warm and
         // admits one more while it asks again.
         rule.apply(&items, &[vec![3.0, 8.0, 0.0]]);
+        assert!(admitted(rule.acquire("k", now(t))));
+        assert!(rule.urgent.lock().unwrap().is_empty());
+        assert!(admitted(rule.acquire("k", now(t))));
+        assert_eq!(
+            rule.urgent.lock().unwrap().len(),
+            1,
+            "half the grant used: top up early"
+        );
         let n = (0..10).filter(|_| admitted(rule.acquire("k", now(t)))).count();
-        assert_eq!(n, 3 + 1);
+        assert_eq!(n, 1 + 1);
+    }
+
+    #[test]
+    fn cold_allowance_is_a_small_share() {
+        assert_eq!(cold_allowance(100.0, 100, 2), 3);
+        assert_eq!(cold_allowance(2.0, 100, 2), 1);
+        assert_eq!(cold_allowance(0.5, 100, 2), 1);
+        assert_eq!(cold_allowance(-3.0, 100, 2), 0);
+        assert_eq!(cold_allowance(10_000.0, 10_000, 4), 125);
+        assert_eq!(cold_allowance(10.0, 10, 1), 1);
+    }
+
+    #[test]
+    fn admissions_during_the_round_trip_are_paid_by_the_grant() {
+        let rule = window_rule_of(100, StoreFailure::Degrade);
+        let t = 1_000_000;
+        assert!(admitted(rule.acquire("k", now(t))));
+        let items = rule.collect(t, true);
+        // Two more while the sync is in flight.
+        assert!(admitted(rule.acquire("k", now(t))));
+        assert!(admitted(rule.acquire("k", now(t))));
+        rule.apply(&items, &[vec![3.0, 4.0, 0.0]]);
+        rule.table.get("k", |e| assert_eq!((e.grant, e.unsynced), (1, 0)));
+        // The view shows 96 left: a prefetch is requested as the grant runs out.
+        let n = (0..10).filter(|_| admitted(rule.acquire("k", now(t)))).count();
+        assert_eq!(n, 1 + 1, "the rest of the grant, then one while asking again");
     }
 
     #[test]
