@@ -57,7 +57,7 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
             }
             (resp, served)
         }
-        Err(refused) => (refused, Served::default()),
+        Err(refused) => (crate::ratelimit::refusal(&refused), Served::default()),
     };
     let status = resp.status().as_u16();
     up.metrics.response(status);

@@ -164,7 +164,7 @@ impl Window {
         } else {
             // In the next window, where `cur` becomes the previous count:
             // cur * (w - t) <= (c - 1) * w.
-            let t = if cur == 0 { 0 } else { w - ((c - 1) * w / cur).min(w) };
+            let t = ((c - 1) * w).checked_div(cur).map_or(0, |q| w - q.min(w));
             (w - e + t) as u64
         }
     }

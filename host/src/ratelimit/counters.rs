@@ -37,10 +37,9 @@ struct Counter {
 
 impl Counter {
     fn settled(&self, last_seen: u64, now: u64) -> bool {
-        let over = if self.window_ms == 0 {
-            now.saturating_sub(last_seen) >= UNWINDOWED_IDLE_MS
-        } else {
-            now / self.window_ms > self.epoch
+        let over = match now.checked_div(self.window_ms) {
+            Some(idx) => idx > self.epoch,
+            None => now.saturating_sub(last_seen) >= UNWINDOWED_IDLE_MS,
         };
         over && self.local == 0 && self.inflight == 0
     }

@@ -147,7 +147,7 @@ mod tests {
         let api = KeyPart::Header(HeaderName::from_static("x-api-key"));
         assert_eq!(key(&[KeyPart::RemoteAddr], &s), "10.0.0.7");
         assert_eq!(key(&[KeyPart::Route], &s), "pets#0");
-        assert_eq!(key(&[api.clone()], &s), "k1");
+        assert_eq!(key(std::slice::from_ref(&api), &s), "k1");
         assert_eq!(key(&[KeyPart::RemoteAddr, api.clone()], &s), "10.0.0.7\x1fk1");
         let spec = KeySpec::new(&[KeyPart::RemoteAddr, api]);
         assert_eq!(spec.describe(), "remote_addr,header:x-api-key");

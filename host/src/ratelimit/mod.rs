@@ -183,13 +183,13 @@ pub fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// Applies `limiter` to a routed request: `Ok` with headers for the response, or
-/// the gateway's refusal.
+/// the refusal (answer it with [`refusal`]).
 pub fn enforce(
     limiter: &dyn RateLimiter,
     route: &str,
     parts: &Parts,
     remote: SocketAddr,
-) -> Result<Option<RateHeaders>, Response<Body>> {
+) -> Result<Option<RateHeaders>, Decision> {
     let req = LimitRequest {
         headers: &parts.headers,
         remote,
@@ -197,7 +197,7 @@ pub fn enforce(
     };
     match limiter.check(&req) {
         Decision::Allow { headers } => Ok(headers),
-        refused => Err(refusal(&refused)),
+        refused => Err(refused),
     }
 }
 

@@ -208,7 +208,7 @@ impl Store {
         if self.degraded.swap(false, Ordering::AcqRel) {
             self.generation.fetch_add(1, Ordering::AcqRel);
             self.metrics.degraded.set(0);
-            tracing::warn!(url = %self.url, "Redis is reachable again: shared rate limits resume");
+            tracing::info!(url = %self.url, "Redis is reachable again: shared rate limits resume");
         }
     }
 

@@ -17,6 +17,8 @@ const SHARDS: usize = 32;
 /// Whether an entry can be dropped: `(state, last_seen, now) -> bool`.
 pub type Forget<S> = Box<dyn Fn(&S, u64, u64) -> bool + Send + Sync>;
 
+type Shard<S> = Mutex<HashMap<Box<str>, Slot<S>>>;
+
 struct Slot<S> {
     state: S,
     last_seen: u64,
@@ -24,7 +26,7 @@ struct Slot<S> {
 
 /// Keyed state with bounded memory.
 pub struct KeyTable<S> {
-    shards: Box<[Mutex<HashMap<Box<str>, Slot<S>>>]>,
+    shards: Box<[Shard<S>]>,
     hasher: RandomState,
     shard_cap: usize,
     forget: Forget<S>,

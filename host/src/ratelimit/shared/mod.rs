@@ -9,12 +9,19 @@
 //! Every `sync_interval` the background task sends, per rule, one batched script
 //! call that pushes unsynced counts, gives back grants of keys that went idle, and
 //! hands every key that saw traffic a fair share of what is left (see
-//! [`super::scripts`]). A unit admits without a reservation only when it has no
-//! current grant for a key — its first request for the key, the first of a new
-//! window or period, the first after the key went idle — and then at most
-//! `remaining ÷ live units` by its view; such a request wakes the sync task at once,
-//! so this lasts about one Redis round trip. A unit whose grant ran out while its
-//! view still shows room admits one more request and asks again at once.
+//! [`super::scripts`]). A key whose grant is half used asks for more at once
+//! (prefetch), so busy keys rarely run dry. Grants never exceed what is left, so
+//! reserved admissions never overshoot.
+//!
+//! A unit admits without a reservation only when it has no current grant for a
+//! key — its first request for the key, the first of a new window or period, the
+//! first after the key went idle — and then at most its share of what its view
+//! shows is left, capped at [`COLD_SHARE`] of the limit ÷ live units (at least one
+//! request); such a request wakes the sync task at once, so this lasts about one
+//! Redis round trip, and the grant that comes back pays for these admissions first.
+//! A unit whose grant ran out while its view still shows room admits one more
+//! request and asks again. Beyond these, a request is refused with
+//! [`RuleStep::Busy`] until the grant arrives.
 //!
 //! While Redis is unreachable the rule follows `on_store_failure`: `degrade`
 //! enforces the limit divided by the last known number of live units locally
