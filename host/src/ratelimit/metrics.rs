@@ -133,3 +133,27 @@ impl LimitMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn names_are_the_documented_ones() {
+        let m = Metrics::new();
+        m.limits.rule("svc", "r").limited.inc();
+        m.limits.sync_failures.inc();
+        let text = m.render();
+        for name in [
+            "gatehouse_ratelimit_decisions_total{service=\"svc\",rule=\"r\",result=\"limited\"} 1",
+            "gatehouse_ratelimit_redis_sync_duration_seconds_count 0",
+            "gatehouse_ratelimit_redis_failures_total 1",
+            "gatehouse_ratelimit_degraded 0",
+            "gatehouse_ratelimit_live_units 0",
+            "gatehouse_ratelimit_persist_failures_total 0",
+            "gatehouse_ratelimit_evicted_keys_total 0",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+}

@@ -18,6 +18,7 @@ use super::builtin::{BuiltinLimiter, Counting, QuotaCounting, QuotaSlot, RuleSlo
 use super::counters::SharedCounters;
 use super::key::KeySpec;
 use super::local::LocalRule;
+use super::metrics::LimitMetrics;
 use super::quota::{LocalQuota, Periods};
 use super::shared::{SharedAlgo, SharedRule};
 use super::store::{HEARTBEAT_EVERY, Store};
@@ -44,6 +45,9 @@ struct Inner {
     quotas: HashMap<String, QuotaCounting>,
     store: Option<Arc<Store>>,
     retired: Vec<Arc<LocalQuota>>,
+    metrics: LimitMetrics,
+    /// Live keys evicted from the tables, as last reported to `metrics`.
+    evicted: u64,
 }
 
 impl Default for LimitRegistry {
@@ -108,6 +112,7 @@ impl LimitRegistry {
         metrics: &Metrics,
     ) -> Arc<BuiltinLimiter> {
         let mut inner = self.lock();
+        inner.metrics = metrics.limits.clone();
         if let Some(settings) = &gw.redis {
             let current = inner.store.as_ref().is_some_and(|s| s.serves(settings, &gw.group));
             if !current {
@@ -304,15 +309,13 @@ impl LimitRegistry {
         .await
         .unwrap_or_default();
         for e in failures {
-            self.store_metrics_persist_failure();
+            self.count_persist_failure();
             tracing::warn!(error = %e, "quota state not written; will retry");
         }
     }
 
-    fn store_metrics_persist_failure(&self) {
-        if let Some(s) = self.store() {
-            s.metrics.persist_failures.inc();
-        }
+    fn count_persist_failure(&self) {
+        self.lock().metrics.persist_failures.inc();
     }
 
     fn sweep_keys(&self, shared: &[Arc<SharedRule>], now: super::time::Now) {
@@ -325,13 +328,14 @@ impl LimitRegistry {
                 Counting::Shared(_) => None,
             })
             .collect();
-        for r in locals {
-            r.sweep(now.mono_ns);
-        }
-        for r in shared {
-            r.sweep(now.wall_ms);
-        }
+        let mut evicted: u64 = locals.iter().map(|r| r.sweep(now.mono_ns)).sum();
+        evicted += shared.iter().map(|r| r.sweep(now.wall_ms)).sum::<u64>();
         self.counters.sweep();
+        let mut inner = self.lock();
+        if evicted > inner.evicted {
+            inner.metrics.evicted_keys.inc_by(evicted - inner.evicted);
+        }
+        inner.evicted = evicted;
     }
 }
 
@@ -444,4 +448,97 @@ fn quota_path(state_dir: &std::path::Path, service: &str, def: &str) -> PathBuf 
     state_dir
         .join("quotas")
         .join(format!("{service}.{}.json", short_hash(&format!("{service}\x1f{def}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, Overrides, load_str};
+    use crate::ratelimit::{Decision, LimitRequest, RateLimiter};
+
+    fn config(state: &Path, limits: &str) -> Config {
+        let text = format!(
+            r#"
+gateway: {{ state_dir: "{}" }}
+services:
+  - name: s
+    versions:
+      - version: "1"
+        routes: [ {{ uri: "/" }} ]
+{limits}
+gateway_groups:
+  - {{ name: default, services: [ {{ service: s, version: "1", nodes: [ {{ host: h, port: 1 }} ] }} ] }}
+"#,
+            state.display()
+        );
+        load_str(&text, "t", &Overrides::default(), Path::new("."))
+            .unwrap()
+            .config
+    }
+
+    fn limiter(reg: &LimitRegistry, cfg: &Config) -> Arc<BuiltinLimiter> {
+        let version = &cfg.services["s"].versions[0];
+        reg.limiter(&"s".into(), version, &cfg.gateway, &Metrics::new())
+    }
+
+    fn admitted(l: &BuiltinLimiter, n: usize) -> usize {
+        let headers = http::HeaderMap::new();
+        let req = LimitRequest {
+            headers: &headers,
+            remote: "192.0.2.9:1".parse().unwrap(),
+            route: "r",
+        };
+        (0..n)
+            .filter(|_| matches!(l.check(&req), Decision::Allow { .. }))
+            .count()
+    }
+
+    #[test]
+    fn state_survives_a_new_config_for_rules_that_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = LimitRegistry::new();
+        let rule = "          - { name: a, key: remote_addr, algorithm: token_bucket, rate: 0.001, burst: 3 }\n";
+        let first = config(dir.path(), &format!("        limits:\n{rule}"));
+        let l1 = limiter(&reg, &first);
+        assert_eq!(admitted(&l1, 2), 2);
+        // A new config with the same rule (and another one) keeps its count.
+        let second = config(
+            dir.path(),
+            &format!(
+                "        limits:\n{rule}          - {{ name: b, key: route, algorithm: token_bucket, rate: 1 }}\n"
+            ),
+        );
+        let l2 = limiter(&reg, &second);
+        assert_eq!(admitted(&l2, 5), 1);
+        // A changed definition starts from zero.
+        let third = config(
+            dir.path(),
+            "        limits:\n          - { name: a, key: remote_addr, algorithm: token_bucket, rate: 0.001, burst: 4 }\n",
+        );
+        let l3 = limiter(&reg, &third);
+        assert_eq!(admitted(&l3, 9), 4);
+        // State no limiter uses is dropped.
+        drop((l1, l2));
+        reg.sweep();
+        assert_eq!(reg.lock().rules.len(), 1);
+    }
+
+    #[test]
+    fn quota_counts_survive_a_new_calls_value_and_a_new_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = |calls: u32| format!("        quota: {{ key: remote_addr, calls: {calls}, period: day }}\n");
+        let reg = LimitRegistry::new();
+        let l = limiter(&reg, &config(dir.path(), &q(3)));
+        assert_eq!(admitted(&l, 2), 2);
+        let l = limiter(&reg, &config(dir.path(), &q(5)));
+        assert_eq!(admitted(&l, 9), 3, "5 calls, 2 already spent");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(reg.close());
+        // A restart (a new registry) reads the file back.
+        let reg = LimitRegistry::new();
+        let l = limiter(&reg, &config(dir.path(), &q(6)));
+        assert_eq!(admitted(&l, 9), 1);
+    }
 }
