@@ -420,6 +420,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn sliding_window_edges_in_tokio_time() {
+        let window = LimitAlgorithm::SlidingWindow {
+            count: 2,
+            window: Duration::from_secs(1),
+        };
+        let l = limiter(vec![slot("w", window, false)], None);
+        let h = http::HeaderMap::new();
+        let pass = |l: &BuiltinLimiter| matches!(l.check(&req(&h)), Decision::Allow { .. });
+        assert!(pass(&l) && pass(&l) && !pass(&l));
+        // At the window edge the previous window still weighs fully.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!pass(&l));
+        // Half-way through, half of it is forgiven: one more fits.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(pass(&l) && !pass(&l));
+        // Two windows later nothing is left of the past.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(pass(&l) && pass(&l) && !pass(&l));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_trait_reads_tokio_time() {
         let l = limiter(vec![slot("r", tb(10.0, 10.0), false)], None);
         let h = http::HeaderMap::new();
