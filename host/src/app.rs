@@ -249,6 +249,7 @@ impl Gateway {
             state.live.health_hub().clone(),
             shutdown.subscribe(),
         ));
+        let limits = tokio::spawn(state.live.limits.clone().run(shutdown.subscribe()));
         state.ready.store(true, Ordering::Release);
         tracing::info!(
             proxy = %proxy_addr,
@@ -267,7 +268,7 @@ impl Gateway {
             admin_shutdown,
             watcher,
             proxy_task,
-            tasks: vec![admin_task, refresher, sweeper],
+            tasks: vec![admin_task, refresher, sweeper, limits],
         })
     }
 
@@ -292,6 +293,7 @@ impl Gateway {
         self.state.health.stop();
         let finished = self.proxy_task.await.unwrap_or(false);
         let _ = self.admin_shutdown.send(true);
+        self.state.live.limits.close().await;
         for t in self.tasks {
             t.abort();
             let _ = t.await;

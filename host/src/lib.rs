@@ -12,6 +12,7 @@ pub mod demo;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod retry;
 pub mod router;
 pub mod upstream;

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub config_generation: Gauge,
     /// Requests that matched no route.
     pub unrouted: Counter,
+    /// Rate-limit and quota metrics.
+    pub limits: crate::ratelimit::LimitMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -140,6 +142,7 @@ impl Metrics {
             config_generation.clone(),
         );
         registry.register("unrouted_requests", "Requests that matched no route", unrouted.clone());
+        let limits = crate::ratelimit::LimitMetrics::register(&mut registry);
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -150,6 +153,7 @@ impl Metrics {
             config_reloads,
             config_generation,
             unrouted,
+            limits,
         }
     }
 

@@ -56,7 +56,16 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
             .is_some_and(|h| parts.headers.contains_key(h));
     let method = parts.method.clone();
     let path = snap.config.gateway.access_log.then(|| parts.uri.clone());
-    let (mut resp, served) = proxy(ctx, &up, &route, parts, body, remote, start).await;
+    let (mut resp, served) = match crate::ratelimit::enforce(up.limiter.as_ref(), &route.name, &parts, remote) {
+        Ok(limit_headers) => {
+            let (mut resp, served) = proxy(ctx, &up, &route, parts, body, remote, start).await;
+            if let Some(h) = limit_headers {
+                h.apply(resp.headers_mut());
+            }
+            (resp, served)
+        }
+        Err(refused) => (crate::ratelimit::refusal(&refused), Served::default()),
+    };
     if debug && let Some(v) = explain(&up, &served) {
         resp.headers_mut().insert(DEBUG_HEADER.clone(), v);
     }

@@ -77,6 +77,8 @@ impl Drop for ActiveGuard {
 pub struct LiveRegistry {
     inner: Mutex<Inner>,
     health: Arc<crate::health::HealthHub>,
+    /// Rate-limit and quota state, keyed by rule.
+    pub limits: Arc<crate::ratelimit::LimitRegistry>,
 }
 
 #[derive(Debug, Default)]
@@ -134,8 +136,10 @@ impl LiveRegistry {
             .clone()
     }
 
-    /// Forgets endpoints and services that are no longer served.
+    /// Forgets endpoints and services that are no longer served, and limiter state
+    /// no snapshot uses any more.
     pub fn retain(&self, endpoints: &[EndpointKey], services: &[Arc<str>]) {
+        self.limits.sweep();
         let keep: std::collections::HashSet<&EndpointKey> = endpoints.iter().collect();
         let keep_services: std::collections::HashSet<&Arc<str>> = services.iter().collect();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -17,6 +17,7 @@ pub use snapshot::{BuiltinPolicies, PolicyHooks, Snapshot};
 use crate::balance::Balancer;
 use crate::config::model::ServiceVersion;
 use crate::metrics::UpstreamMetrics;
+use crate::ratelimit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::zone::{Locality, Tiers};
 
@@ -57,6 +58,8 @@ pub struct Upstream {
     pub balancer: Arc<dyn Balancer>,
     /// The retry policy (built-in, or a plugin wrapping the built-in).
     pub retry: Arc<dyn RetryPolicy>,
+    /// Rate limits and quota (built-in, or a plugin wrapping the built-in).
+    pub limiter: Arc<dyn RateLimiter>,
     /// Candidate tiers; recomputed off the request path when health changes.
     pub tiers: ArcSwap<Tiers>,
     /// Live per-service state shared across snapshots.

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::config::model::ServiceVersion;
 use crate::health::{self, BuiltinEvaluator, HealthEvaluator, UpstreamHealth};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::retry::{BuiltinRetry, RetryPolicy};
 use crate::router::Router;
 use crate::zone::{self, Locality, Tiers};
@@ -33,6 +34,11 @@ pub trait PolicyHooks: Send + Sync {
         _version: &ServiceVersion,
         builtin: Arc<dyn HealthEvaluator>,
     ) -> Arc<dyn HealthEvaluator> {
+        builtin
+    }
+    /// The rate limiter to use; `builtin` applies the version's `limits:` and
+    /// `quota:` (and offers the host counters through `RateLimiter::counters`).
+    fn rate_limiter(&self, _version: &ServiceVersion, builtin: Arc<dyn RateLimiter>) -> Arc<dyn RateLimiter> {
         builtin
     }
 }
@@ -109,6 +115,10 @@ impl Snapshot {
                 let retry = hooks.retry(version, Arc::new(BuiltinRetry::new(policy.retry.clone())));
                 let evaluator = hooks.health_evaluator(version, Arc::new(BuiltinEvaluator::new(&policy.checks)));
                 health::prepare(&endpoints, policy);
+                let limiter = hooks.rate_limiter(
+                    version,
+                    live.limits.limiter(&service, version, &config.gateway, metrics),
+                );
                 let tiers: Tiers = zone::compute(&endpoints, policy, &locality);
                 let node_names: Vec<String> = endpoints.iter().map(|e| e.key.authority.to_string()).collect();
                 upstreams.push(Arc::new(Upstream {
@@ -117,6 +127,7 @@ impl Snapshot {
                     version: version.clone(),
                     balancer,
                     retry,
+                    limiter,
                     tiers: ArcSwap::from_pointee(tiers),
                     live: live.service(&service),
                     locality: locality.clone(),

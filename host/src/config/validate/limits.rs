@@ -51,6 +51,14 @@ impl Validator {
         }
     }
 
+    /// At least 10 ms: shorter intervals would turn every unit into a Redis load test.
+    fn sync_interval(&mut self, d: Duration, path: &str) -> Duration {
+        if d < Duration::from_millis(10) {
+            self.error(path, "must be at least 10ms");
+        }
+        d
+    }
+
     pub(super) fn store_failure(&mut self, s: &Option<String>, path: &str) -> StoreFailure {
         match s.as_deref().unwrap_or("degrade") {
             "degrade" => StoreFailure::Degrade,
@@ -111,7 +119,7 @@ impl Validator {
             algorithm,
             policy: self.policy(&l.policy, &format!("{path}.policy"), gw),
             shadow: l.shadow.unwrap_or(false),
-            sync_interval: self.positive(
+            sync_interval: self.sync_interval(
                 dur(&l.sync_interval, Duration::from_millis(100)),
                 &format!("{path}.sync_interval"),
             ),
@@ -153,11 +161,61 @@ impl Validator {
             period,
             calendar,
             policy: self.policy(&q.policy, &format!("{path}.policy"), gw),
-            sync_interval: self.positive(
+            sync_interval: self.sync_interval(
                 dur(&q.sync_interval, Duration::from_secs(1)),
                 &format!("{path}.sync_interval"),
             ),
             on_store_failure: self.store_failure(&q.on_store_failure, &format!("{path}.on_store_failure")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Overrides, load_str};
+
+    fn errors(limits: &str) -> Vec<String> {
+        let text = format!(
+            r#"
+gateway: {{ redis: {{ url: "redis://127.0.0.1:6379" }} }}
+services:
+  - name: a
+    versions:
+      - version: "1"
+        routes: [ {{ uri: "/" }} ]
+{limits}
+gateway_groups:
+  - {{ name: default, services: [ {{ service: a, version: "1", nodes: [ {{ host: h, port: 1 }} ] }} ] }}
+"#
+        );
+        match load_str(&text, "t", &Overrides::default(), Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.errors().iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn redis_sync_interval_has_a_floor() {
+        let errs = errors(
+            "        limits: [ { key: route, algorithm: token_bucket, rate: 1, policy: redis, sync_interval: 1ms } ]",
+        );
+        assert_eq!(
+            errs,
+            ["services[0].versions[0].limits[0].sync_interval: must be at least 10ms"]
+        );
+        assert!(errors("        quota: { key: route, calls: 5, period: day, sync_interval: 0.5 }").is_empty());
+    }
+
+    #[test]
+    fn too_many_rules() {
+        let rule = "          - { key: route, algorithm: token_bucket, rate: 1 }\n";
+        let mut limits = String::from("        limits:\n");
+        for i in 0..33 {
+            limits.push_str(&rule.replace("{ key", &format!("{{ name: r{i}, key")));
+        }
+        let errs = errors(&limits);
+        assert_eq!(errs, ["services[0].versions[0].limits: at most 32 rules per version"]);
     }
 }

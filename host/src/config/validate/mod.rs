@@ -305,6 +305,12 @@ impl Validator {
                 Some(rule)
             })
             .collect();
+        if raw.limits.len() > crate::ratelimit::MAX_RULES {
+            self.error(
+                format!("{path}.limits"),
+                format!("at most {} rules per version", crate::ratelimit::MAX_RULES),
+            );
+        }
         let quota = raw
             .quota
             .as_ref()
