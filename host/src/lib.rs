@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod metrics;
+pub mod plugin;
 pub mod proxy;
 pub mod retry;
 pub mod router;

@@ -150,10 +150,12 @@ pub fn key_hash(value: impl AsRef<[u8]>) -> u64 {
 /// export_plugin!(rate_limiter: MyLimiter);
 /// ```
 ///
-/// Expands to nothing in native builds, so `cargo test` works on the same crate.
+/// In native builds it only adds a hidden `init` entry point (so the plugin type counts as
+/// used), and `cargo test` works on the same crate.
 #[macro_export]
 macro_rules! export_plugin {
     (balancer: $t:ty) => {
+        $crate::__native_init!(|config| $crate::__rt::BalancerRt::<$t>::new().init(config));
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::__rt::wasm as __w;
@@ -180,6 +182,7 @@ macro_rules! export_plugin {
         };
     };
     (health_evaluator: $t:ty) => {
+        $crate::__native_init!(|config| $crate::__rt::PluginRt::<$t>::new().init_health(config));
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::__rt::wasm as __w;
@@ -200,6 +203,7 @@ macro_rules! export_plugin {
         };
     };
     (retry_policy: $t:ty) => {
+        $crate::__native_init!(|config| $crate::__rt::PluginRt::<$t>::new().init_retry(config));
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::__rt::wasm as __w;
@@ -220,6 +224,7 @@ macro_rules! export_plugin {
         };
     };
     (rate_limiter: $t:ty) => {
+        $crate::__native_init!(|config| $crate::__rt::PluginRt::<$t>::new().init_limiter(config));
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::__rt::wasm as __w;
@@ -241,5 +246,20 @@ macro_rules! export_plugin {
             }
             $crate::__rt::wasm::bindings::rate_limiter::__export_rate_limiter!(__GatehousePlugin);
         };
+    };
+}
+
+/// Native builds of a plugin crate: a public `init` that builds the plugin from config
+/// text, which keeps the plugin type reachable (no dead-code warnings outside tests).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __native_init {
+    (|$config:ident| $init:expr) => {
+        /// Builds the plugin from its config text, as the gateway's `init` does.
+        #[cfg(not(target_arch = "wasm32"))]
+        #[doc(hidden)]
+        pub fn __gatehouse_native_init($config: &str) -> ::std::result::Result<(), ::std::string::String> {
+            $init
+        }
     };
 }

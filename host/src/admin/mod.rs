@@ -42,6 +42,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
             });
             json(StatusCode::OK, &body)
         }
+        (&Method::GET, "/admin/v1/plugins") => crate::plugin::admin::handle(&state),
         _ => json_error(StatusCode::NOT_FOUND, "not_found", &format!("no admin endpoint {path}")),
     }
 }
