@@ -103,7 +103,7 @@ pub trait RetryPolicy: Sized + 'static {
     /// Builds the plugin from its config; an error rejects the config.
     fn new(config: Self::Config) -> Result<Self, String>;
 
-    /// Decides for one failed try.
+    /// Decides for one failed try (no response, or a status of 400 or more).
     fn decide(&mut self, request: &RetryRequest) -> RetryDecision;
 }
 

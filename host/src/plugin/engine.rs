@@ -122,6 +122,7 @@ impl PluginEngine {
         };
         let mut linker = Linker::<St>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(EngineError::Link)?;
+        deny_blocking_wasi(&mut linker).map_err(EngineError::Link)?;
         bindings::balancer::Balancer::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
             .map_err(EngineError::Link)?;
         let compat = compatibility(&engine);
@@ -162,6 +163,33 @@ impl PluginEngine {
         store.set_epoch_deadline(ticks(deadline));
         store
     }
+}
+
+/// WASI functions a plugin may not use, replaced by ones that fail the call.
+///
+/// Plugins have no stdio (they log through `host.log`) and must not block. The sync WASI
+/// bindings run blocking operations with `Handle::block_on`, which panics on a tokio
+/// worker; without a stdio stream or a blocking wait no such operation is reachable, so
+/// a `println!` or a `sleep` in a plugin becomes an ordinary failed call.
+const DENIED_WASI: [(&str, &str); 5] = [
+    ("wasi:cli/stdin@0.2.12", "get-stdin"),
+    ("wasi:cli/stdout@0.2.12", "get-stdout"),
+    ("wasi:cli/stderr@0.2.12", "get-stderr"),
+    ("wasi:io/poll@0.2.12", "poll"),
+    ("wasi:io/poll@0.2.12", "[method]pollable.block"),
+];
+
+fn deny_blocking_wasi(linker: &mut Linker<St>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    for (interface, func) in DENIED_WASI {
+        linker.instance(interface)?.func_new(func, move |_, _, _, _| {
+            Err(wasmtime::format_err!(
+                "{interface}.{func} is not available to plugins (no stdio, no blocking); log with the host `log` import"
+            ))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// Epoch ticks for a deadline (rounded up, plus the tick in progress).

@@ -54,6 +54,12 @@ pub fn guarded<R>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(classify(&e, store.data(), what, deadline)),
         Err(panic) => {
+            if store.data().limiter.denied {
+                return Err(Fault::new(
+                    FaultKind::Memory,
+                    format!("`{what}` hit the memory cap and failed"),
+                ));
+            }
             let msg = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
@@ -90,8 +96,10 @@ fn classify(e: &wasmtime::Error, st: &St, what: &str, deadline: Duration) -> Fau
     }
 }
 
+/// The root cause (a trap's description, a host function's error), without the wasm
+/// backtrace wasmtime wraps it in.
 fn first_line(e: &wasmtime::Error) -> String {
-    let text = format!("{e:#}");
+    let text = e.root_cause().to_string();
     let line = text.lines().next().unwrap_or_default();
     line.chars().take(300).collect()
 }

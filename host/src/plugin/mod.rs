@@ -150,8 +150,12 @@ impl PluginRuntime {
         counters: Arc<dyn HostCounters>,
         settings: PluginSettings,
     ) -> Result<Arc<Self>, PluginError> {
-        if let Err(e) = std::fs::create_dir_all(&settings.dir) {
-            tracing::warn!(dir = %settings.dir.display(), error = %e, "cannot create the plugins directory");
+        if !settings.dir.is_dir() {
+            tracing::info!(
+                dir = %settings.dir.display(),
+                "the plugins directory does not exist; it is checked every {:?}",
+                settings.rescan
+            );
         }
         let host = Arc::new(Host {
             engine,

@@ -423,7 +423,13 @@ impl Registry {
 
     fn list(&self) -> std::io::Result<Vec<(String, PathBuf, Fingerprint)>> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            // No directory, no plugins (it may be created later).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
             let entry = entry?;
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("wasm") {

@@ -79,6 +79,11 @@ impl RetryPolicy for PluginRetry {
     }
 
     fn decide(&self, ctx: &RetryContext<'_>) -> RetryDecision {
+        // Successful tries (a response below 400) are not the plugin's business: keeping
+        // them away keeps the plugin off the path of every healthy request.
+        if matches!(ctx.outcome, Outcome::Status(s) if s < 400) {
+            return self.builtin.decide(ctx);
+        }
         self.plugin_decide(ctx).unwrap_or_else(|| self.builtin.decide(ctx))
     }
 }

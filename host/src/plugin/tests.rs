@@ -149,7 +149,7 @@ fn a_balancer_plugin_decides_on_a_warm_instance() {
 
 /// Loads a fault fixture, checks it serves, then that each fault falls back to the
 /// built-in, is classified as `kind`, and disables the plugin after the limit.
-fn fault_fixture(name: &str, kind: FaultKind) {
+fn fault_fixture(name: &str, kind: FaultKind) -> String {
     let (reg, _dir) = registry();
     reg.load(name, &wasm(name));
     assert_eq!(reg.slot(name).state(), "active", "{name} passes validation");
@@ -183,6 +183,7 @@ fn fault_fixture(name: &str, kind: FaultKind) {
     assert_eq!(slot.state(), "disabled");
     reg.load(name, &wasm("round_robin"));
     assert_eq!(slot.state(), "active");
+    err
 }
 
 #[test]
@@ -197,7 +198,10 @@ fn a_runaway_loop_is_interrupted_at_the_deadline() {
 
 #[test]
 fn unbounded_allocation_hits_the_memory_cap() {
-    fault_fixture("fault_hog", FaultKind::Memory);
+    // Inside a tokio runtime too: the allocation-failure message goes to stderr, which
+    // plugins do not have.
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async { fault_fixture("fault_hog", FaultKind::Memory) });
 }
 
 #[test]
@@ -209,7 +213,8 @@ fn a_node_that_was_not_offered_is_a_contract_violation() {
 fn blocking_stdout_in_a_plugin_cannot_take_the_worker_down() {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     // Inside a tokio runtime, where blocking WASI I/O panics in the host.
-    rt.block_on(async { fault_fixture("fault_stdout", FaultKind::Trap) });
+    let err = rt.block_on(async { fault_fixture("fault_stdout", FaultKind::Trap) });
+    assert!(err.contains("get-stdout is not available to plugins"), "{err}");
 }
 
 #[test]
@@ -438,4 +443,43 @@ fn a_rate_limit_plugin_counts_through_the_host() {
     let other = std::thread::scope(|s| s.spawn(|| allowed("small", 2)).join().unwrap());
     assert_eq!(other, 0);
     assert_eq!(stats(&reg, "tl").instances, 2);
+}
+
+#[test]
+fn the_watcher_finds_a_directory_created_later_and_follows_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("later");
+    let rt = PluginRuntime::start_with(
+        PluginEngine::shared().unwrap(),
+        Arc::new(LocalCounters::new()),
+        PluginSettings {
+            dir: dir.clone(),
+            cache_dir: None,
+            limits: limits(),
+            rescan: Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    let wait_for = |state: &str| {
+        let start = std::time::Instant::now();
+        while rt.registry().slot("rr").state() != state {
+            assert!(start.elapsed() < Duration::from_secs(10), "never became {state}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("rr.wasm"), wasm("round_robin")).unwrap();
+    wait_for("active");
+    std::fs::remove_file(dir.join("rr.wasm")).unwrap();
+    wait_for("absent");
+    let registry = Arc::downgrade(rt.registry());
+    drop(rt);
+    let start = std::time::Instant::now();
+    while registry.upgrade().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the reload thread let go of the registry"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
