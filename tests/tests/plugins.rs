@@ -17,7 +17,10 @@ use serde_json::Value;
 fn wasm(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in ["../plugins", "plugins"] {
-        let p = root.join(dir).join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+        let p = root
+            .join(dir)
+            .join("target/wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
         if p.exists() {
             return p;
         }
@@ -122,8 +125,14 @@ async fn canary_balancer_splits_real_traffic() {
         *by_node.entry(r.node()).or_default() += 1;
     }
     let canary = f64::from(by_node.get("canary").copied().unwrap_or(0)) / 20.0;
-    assert!((7.0..=13.0).contains(&canary), "10 % configured, {canary} % observed: {by_node:?}");
-    assert!(by_node["a"] > 700 && by_node["b"] > 700, "stable nodes share the rest: {by_node:?}");
+    assert!(
+        (7.0..=13.0).contains(&canary),
+        "10 % configured, {canary} % observed: {by_node:?}"
+    );
+    assert!(
+        by_node["a"] > 700 && by_node["b"] > 700,
+        "stable nodes share the rest: {by_node:?}"
+    );
     for _ in 0..50 {
         let r = client
             .request(Method::GET, &gw.url("/x"), &[("x-canary", "1")], "")
@@ -178,7 +187,11 @@ async fn retry_plugin_retries_what_the_builtin_would_not() {
     assert!(bad.hits() >= 5, "requests did reach the failing node first");
     let report = plugin_report(&gw.admin, "status_retry").await;
     assert_eq!(report["kind"], "retry-policy");
-    assert_eq!(report["calls"].as_u64(), Some(bad.hits()), "one decision per failed try: {report}");
+    assert_eq!(
+        report["calls"].as_u64(),
+        Some(bad.hits()),
+        "one decision per failed try: {report}"
+    );
     gw.stop().await;
 
     // The same upstreams with the built-in policy (retries: 0): the 503s reach the client.
@@ -239,7 +252,10 @@ async fn hot_reload_under_load_loses_no_request() {
                 if want(&nodes) {
                     return start.elapsed();
                 }
-                assert!(start.elapsed() < Duration::from_secs(10), "behaviour never changed: {nodes:?}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "behaviour never changed: {nodes:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -250,7 +266,11 @@ async fn hot_reload_under_load_loses_no_request() {
     visible(all_low).await;
     let mut slowest = Duration::ZERO;
     for i in 0..10 {
-        let (file, want) = if i % 2 == 0 { ("pin_high", all_high) } else { ("pin_low", all_low) };
+        let (file, want) = if i % 2 == 0 {
+            ("pin_high", all_high)
+        } else {
+            ("pin_low", all_low)
+        };
         install(&plugins, "lb", file);
         slowest = slowest.max(visible(want).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -280,7 +300,15 @@ async fn hot_reload_under_load_loses_no_request() {
     assert!(slowest < Duration::from_secs(2), "a change took {slowest:?} to show");
     let report = plugin_report(&gw.admin, "lb").await;
     assert_eq!(report["state"], "active");
-    assert_eq!(report["faults"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 0);
+    assert_eq!(
+        report["faults"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,12 +324,19 @@ async fn faulty_plugins_are_contained_classified_and_disabled() {
         ("fault_bad_id", "/badid/", "contract"),
         ("fault_stdout", "/stdout/", "trap"),
     ];
-    let load_faults = [("wrong_world", "/wrong/", "wrong_world"), ("garbage", "/garbage/", "invalid")];
+    let load_faults = [
+        ("wrong_world", "/wrong/", "wrong_world"),
+        ("garbage", "/garbage/", "invalid"),
+    ];
     for (name, _, _) in runtime_faults {
         install(&plugins, name, name);
     }
     install(&plugins, "wrong_world", "wrong_world");
-    install_bytes(&plugins, "garbage", &(0..4096u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>());
+    install_bytes(
+        &plugins,
+        "garbage",
+        &(0..4096u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>(),
+    );
     let services: Vec<Svc<'_>> = runtime_faults
         .iter()
         .chain(&load_faults)
@@ -319,7 +354,11 @@ async fn faulty_plugins_are_contained_classified_and_disabled() {
     for (name, prefix, kind) in runtime_faults {
         let url = gw.url(&format!("{prefix}x"));
         let r = client.get(&url).await.unwrap();
-        assert_eq!((r.status, r.node()), (200, "a".to_string()), "{name} serves while it behaves");
+        assert_eq!(
+            (r.status, r.node()),
+            (200, "a".to_string()),
+            "{name} serves while it behaves"
+        );
         for i in 0..8 {
             let r = client.request(Method::GET, &url, &fault, "").await.unwrap();
             assert_eq!(r.status, 200, "{name}: faulty request {i} is served by the fallback");
@@ -329,7 +368,12 @@ async fn faulty_plugins_are_contained_classified_and_disabled() {
         let faults = report["faults"].as_object().unwrap();
         assert_eq!(faults[kind], 5, "{name} classified as {kind}: {report}");
         assert_eq!(faults.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 5, "{report}");
-        assert!(report["last_error"]["message"].as_str().unwrap().contains("disabled after 5 faults"));
+        assert!(
+            report["last_error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("disabled after 5 faults")
+        );
         // Disabled: no more calls, traffic keeps flowing.
         let calls = report["calls"].as_u64().unwrap();
         for _ in 0..4 {
@@ -390,7 +434,10 @@ async fn the_binary_loads_plugins_at_startup() {
     assert_eq!(nodes.iter().filter(|n| *n == "a").count(), 10, "{nodes:?}");
     let report = plugin_report(&gw.admin, "round_robin").await;
     assert_eq!(report["state"], "active");
-    assert_eq!(report["calls"], 20, "the first request already used the plugin: {report}");
+    assert_eq!(
+        report["calls"], 20,
+        "the first request already used the plugin: {report}"
+    );
     assert!(
         dir.path().join("state/plugin-cache").read_dir().unwrap().count() == 1,
         "the compiled plugin is cached in the state directory"
