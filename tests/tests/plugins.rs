@@ -431,7 +431,10 @@ async fn the_binary_loads_plugins_at_startup() {
         assert_eq!(r.status, 200);
         nodes.push(r.node());
     }
-    assert_eq!(nodes.iter().filter(|n| *n == "a").count(), 10, "{nodes:?}");
+    // Each worker thread has its own instance (and its own rotation): balanced, not
+    // strictly alternating.
+    let a_count = nodes.iter().filter(|n| *n == "a").count();
+    assert!((8..=12).contains(&a_count), "{nodes:?}");
     let report = plugin_report(&gw.admin, "round_robin").await;
     assert_eq!(report["state"], "active");
     assert_eq!(
