@@ -502,7 +502,19 @@ impl Registry {
         );
         lock(&slot.status).rejected = None;
         slot.loads.fetch_add(1, Ordering::Relaxed);
-        slot.swap(Some(Arc::new(generation)));
+        let generation = Arc::new(generation);
+        slot.swap(Some(generation.clone()));
+        // Uses registered while this file was being validated: check them now; a refused
+        // config stays on the built-in policy (as in `register_use`).
+        for u in slot.uses() {
+            if seen.contains(&(u.kind, u.config.clone())) {
+                continue;
+            }
+            if let Err(r) = self.check(&generation, u.kind, &u.config) {
+                u.refused_for.store(generation.id, Ordering::Relaxed);
+                slot.set_error(format!("config of {} refused: {}", u.label, r.message));
+            }
+        }
     }
 
     fn reject(&self, slot: &Slot, sha256: String, rejection: Rejection) {
