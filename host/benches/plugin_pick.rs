@@ -49,8 +49,8 @@ fn endpoints(n: u16) -> Vec<Arc<Endpoint>> {
 
 fn plugin_balancer() -> (Registry, PluginBalancer) {
     let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release/round_robin.wasm");
-    let bytes = std::fs::read(&wasm)
-        .unwrap_or_else(|_| panic!("{} not found: run scripts/build-plugins.sh", wasm.display()));
+    let bytes =
+        std::fs::read(&wasm).unwrap_or_else(|_| panic!("{} not found: run scripts/build-plugins.sh", wasm.display()));
     let host = Arc::new(Host {
         engine: PluginEngine::shared().expect("plugin engine"),
         limits: PluginLimits::default(),
@@ -87,12 +87,22 @@ fn bench(c: &mut Criterion) {
     assert!(builtin.pick(&ctx).is_some() && plugin.pick(&ctx).is_some());
 
     let mut g = c.benchmark_group("pick_8_nodes");
-    g.bench_function("builtin_roundrobin", |b| b.iter(|| black_box(builtin.pick(black_box(&ctx)))));
-    g.bench_function("wasm_round_robin", |b| b.iter(|| black_box(plugin.pick(black_box(&ctx)))));
+    g.bench_function("builtin_roundrobin", |b| {
+        b.iter(|| black_box(builtin.pick(black_box(&ctx))))
+    });
+    g.bench_function("wasm_round_robin", |b| {
+        b.iter(|| black_box(plugin.pick(black_box(&ctx))))
+    });
     g.finish();
 
     // The plugin really answered every pick: no fault, no fallback to the built-in.
-    let stats = registry.slot("round_robin").current().as_ref().unwrap().stats.snapshot();
+    let stats = registry
+        .slot("round_robin")
+        .current()
+        .as_ref()
+        .unwrap()
+        .stats
+        .snapshot();
     assert!(stats.calls > 1000, "{stats:?}");
     assert_eq!((stats.faults.iter().sum::<u64>(), stats.fallbacks), (0, 0), "{stats:?}");
 }

@@ -50,8 +50,8 @@ pub mod __rt;
 
 pub use serde;
 pub use types::{
-    HealthVerdict, Level, LimitRequest, LimitState, LimitVerdict, Node, Observation, ObservationSource, Outcome,
-    PickRequest, RequestKey, RetryDecision, RetryRequest, Window,
+    FailureKind, HealthVerdict, Level, LimitRequest, LimitState, LimitVerdict, Node, Observation, ObservationSource,
+    Observed, Outcome, PickRequest, RequestKey, RetryDecision, RetryRequest, Window,
 };
 
 use serde::de::DeserializeOwned;
@@ -82,7 +82,8 @@ pub trait Balancer: Sized + 'static {
     fn pick(&mut self, nodes: &[Node], request: &PickRequest) -> Option<u32>;
 }
 
-/// A health evaluator: turns observations of nodes into health verdicts.
+/// A health evaluator: classifies observations of nodes. The gateway keeps the counters,
+/// thresholds and node states; a verdict says what one observation counts as.
 pub trait HealthEvaluator: Sized + 'static {
     /// The plugin's config, parsed from the JSON under `plugins.health.config`.
     type Config: DeserializeOwned;
@@ -90,7 +91,8 @@ pub trait HealthEvaluator: Sized + 'static {
     /// Builds the plugin from its config; an error rejects the config.
     fn new(config: Self::Config) -> Result<Self, String>;
 
-    /// Judges one observation.
+    /// Classifies one observation ([`HealthVerdict::Builtin`] defers to the built-in
+    /// classification). Runs on the request path: keep it cheap.
     fn evaluate(&mut self, observation: &Observation) -> HealthVerdict;
 }
 

@@ -189,40 +189,68 @@ pub enum ObservationSource {
     Traffic,
 }
 
+/// What a health observation saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Observed {
+    /// The node answered with this status.
+    Status(u16),
+    /// A TCP probe connected.
+    Connected,
+    /// No connection could be made.
+    ConnectFailure,
+    /// The node did not answer in time.
+    Timeout,
+    /// The connection broke, or the answer was not HTTP.
+    Reset,
+}
+
 /// One observation of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observation {
-    /// The node.
-    pub node: u32,
+    /// The node: [`key_hash`](crate::key_hash) of its `host:port`.
+    pub node: u64,
     /// Probe or traffic.
     pub source: ObservationSource,
-    /// How the exchange ended.
-    pub outcome: Outcome,
+    /// What happened.
+    pub observed: Observed,
     /// Time to the response head (or the failure) in microseconds.
     pub latency_us: u32,
 }
 
 impl Observation {
-    /// A successful (200) traffic observation of `node` that took `latency_ms`.
-    pub fn ok(node: u32, latency_ms: u32) -> Self {
+    /// A 200 from real traffic to `node` (a `host:port`) that took `latency_ms`.
+    pub fn ok(node: &str, latency_ms: u32) -> Self {
         Self {
-            node,
+            node: crate::key_hash(node),
             source: ObservationSource::Traffic,
-            outcome: Outcome::Status(200),
+            observed: Observed::Status(200),
             latency_us: latency_ms.saturating_mul(1000),
         }
     }
 }
 
-/// A health evaluator's answer.
+/// Which failure counter a failure feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// `http_failures`
+    Http,
+    /// `tcp_failures`
+    Tcp,
+    /// `timeouts`
+    Timeout,
+}
+
+/// How the gateway counts one observation (thresholds and state stay in the gateway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthVerdict {
-    /// Leave the node to the built-in rules.
-    NoChange,
-    /// The node should serve.
-    Healthy,
-    /// The node should not serve.
-    Unhealthy,
+    /// Counts toward `healthy.successes`.
+    Success,
+    /// Counts toward this failure counter.
+    Failure(FailureKind),
+    /// Counts toward nothing.
+    Ignore,
+    /// Let the built-in evaluator classify it.
+    Builtin,
 }
 
 /// One rate-limit decision.

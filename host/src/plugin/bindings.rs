@@ -13,6 +13,7 @@ pub mod balancer {
     wasmtime::component::bindgen!({
         world: "balancer",
         path: "../wit",
+        additional_derives: [PartialEq, Eq],
     });
 }
 

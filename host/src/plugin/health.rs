@@ -1,5 +1,7 @@
-//! Health-evaluator plugins: validation (init + a smoke `evaluate`) and a warm-instance
-//! evaluator that a `HealthEvaluator` adapter calls for each observation.
+//! Health-evaluator plugins: validation (init + a smoke `evaluate`) and the caller a
+//! `HealthEvaluator` adapter uses for each observation. The plugin only classifies; the
+//! host keeps counters, thresholds and node states, and a `builtin` verdict (or any
+//! failure) means the built-in classification applies.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -7,7 +9,7 @@ use std::time::Instant;
 use wasmtime::Store;
 
 use super::bindings::health_evaluator::{HealthEvaluator as World, HealthEvaluatorPre};
-use super::bindings::types::{HealthVerdict, Observation, ObservationSource, Outcome};
+use super::bindings::types::{HealthVerdict, Observation, ObservationSource, Observed};
 use super::engine::{PluginCtx, St};
 use super::instance::{Fault, guarded};
 use super::loader::{RejectReason, Rejection};
@@ -22,8 +24,7 @@ struct Instance {
 
 /// Evaluates observations with a health-evaluator plugin. One instance serves every
 /// observation of a use (behind a mutex), so a plugin that keeps per-node history sees
-/// all of it; a fault drops the instance and answers `None` (leave health to the
-/// built-in rules).
+/// all of it; a fault drops the instance and answers `None` (classify with the built-in).
 pub struct PluginHealth {
     use_: Arc<PluginUse>,
     inst: Mutex<Option<Instance>>,
@@ -136,7 +137,7 @@ pub(super) fn validate(
     let observation = Observation {
         node: 0,
         source: ObservationSource::Traffic,
-        outcome: Outcome::Status(200),
+        observed: Observed::Status(200),
         latency_us: 1000,
     };
     let api = inst.world.gatehouse_plugin_health();

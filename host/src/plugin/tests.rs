@@ -394,8 +394,8 @@ fn a_retry_plugin_decides_and_the_builtin_covers_its_failures() {
 }
 
 #[test]
-fn a_health_plugin_judges_latency() {
-    use super::bindings::types::{HealthVerdict, Observation, ObservationSource, Outcome as O};
+fn a_health_plugin_classifies_slow_nodes_as_failing() {
+    use super::bindings::types::{FailureKind as K, HealthVerdict as V, Observation, ObservationSource, Observed};
     let (reg, _dir) = registry();
     reg.load("lh", &wasm("latency_health"));
     let use_ = reg.register_use(
@@ -406,17 +406,20 @@ fn a_health_plugin_judges_latency() {
     );
     let h = health::PluginHealth::new(use_);
     let obs = |ms: u32| Observation {
-        node: 4,
+        node: keys::hash(b"10.0.0.1:80"),
         source: ObservationSource::Traffic,
-        outcome: O::Status(200),
+        observed: Observed::Status(200),
         latency_us: ms * 1000,
     };
-    assert_eq!(h.evaluate(&obs(10)), Some(HealthVerdict::NoChange));
-    assert_eq!(h.evaluate(&obs(200)), Some(HealthVerdict::NoChange));
-    assert_eq!(h.evaluate(&obs(200)), Some(HealthVerdict::Unhealthy));
-    assert_eq!(h.evaluate(&obs(10)), Some(HealthVerdict::Unhealthy));
-    assert_eq!(h.evaluate(&obs(10)), Some(HealthVerdict::Healthy));
+    assert_eq!(h.evaluate(&obs(10)), Some(V::Builtin));
+    assert_eq!(h.evaluate(&obs(200)), Some(V::Builtin));
+    assert_eq!(h.evaluate(&obs(200)), Some(V::Failure(K::Timeout)));
+    assert_eq!(h.evaluate(&obs(10)), Some(V::Failure(K::Timeout)));
+    assert_eq!(h.evaluate(&obs(10)), Some(V::Builtin));
     assert_eq!(stats(&reg, "lh").instances, 1, "one instance keeps the history");
+    // Without a plugin file the caller answers None: the built-in classifies.
+    reg.sync_dir();
+    assert_eq!(h.evaluate(&obs(10)), None);
 }
 
 #[test]

@@ -161,13 +161,25 @@ pub fn health_evaluate<T: HealthEvaluator>(rt: &'static Slot<PluginRt<T>>, o: wi
             wit::ObservationSource::Probe => sdk::ObservationSource::Probe,
             wit::ObservationSource::Traffic => sdk::ObservationSource::Traffic,
         },
-        outcome: outcome(o.outcome),
+        observed: match o.observed {
+            wit::Observed::Status(s) => sdk::Observed::Status(s),
+            wit::Observed::Connected => sdk::Observed::Connected,
+            wit::Observed::ConnectFailure => sdk::Observed::ConnectFailure,
+            wit::Observed::Timeout => sdk::Observed::Timeout,
+            wit::Observed::Reset => sdk::Observed::Reset,
+        },
         latency_us: o.latency_us,
     };
+    let kind = |k| match k {
+        sdk::FailureKind::Http => wit::FailureKind::Http,
+        sdk::FailureKind::Tcp => wit::FailureKind::Tcp,
+        sdk::FailureKind::Timeout => wit::FailureKind::Timeout,
+    };
     match rt.with(|rt| rt.borrow_mut().evaluate(&obs)) {
-        sdk::HealthVerdict::NoChange => wit::HealthVerdict::NoChange,
-        sdk::HealthVerdict::Healthy => wit::HealthVerdict::Healthy,
-        sdk::HealthVerdict::Unhealthy => wit::HealthVerdict::Unhealthy,
+        sdk::HealthVerdict::Success => wit::HealthVerdict::Success,
+        sdk::HealthVerdict::Failure(k) => wit::HealthVerdict::Failure(kind(k)),
+        sdk::HealthVerdict::Ignore => wit::HealthVerdict::Ignore,
+        sdk::HealthVerdict::Builtin => wit::HealthVerdict::Builtin,
     }
 }
 

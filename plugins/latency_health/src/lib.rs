@@ -1,33 +1,42 @@
 //! Latency-aware health evaluator: keeps the last `window` latency samples of each node
-//! and marks a node unhealthy when their median exceeds `max_latency_ms` (once at least
-//! `min_samples` were seen). A node it marked unhealthy is declared healthy again when the
-//! median falls to `recover_latency_ms` or below (default 80 % of the bound), so the
-//! verdict does not flap around the bound.
+//! and, while their median exceeds `max_latency_ms`, classifies the node's observations as
+//! failures (`count_as`: `timeout` by default, or `http`). The gateway's own thresholds
+//! then mark the node unhealthy (for example after `unhealthy.timeouts` such failures in a
+//! row) and bring it back through its usual recovery. Everything else — statuses,
+//! connection failures — is left to the built-in classification of the version's `checks`.
 //!
-//! Only latency is judged: responses with a 5xx status and connection failures are left
-//! to the gateway's built-in rules (`no-change`), and the plugin only ever clears the
-//! unhealthy marks it set itself. A timeout counts as a sample at the bound's double.
+//! Samples come from successful exchanges (any status below 500, or a connected TCP
+//! probe); a timeout counts as a sample at twice the bound. A median needs `min_samples`
+//! samples (default half the window), so one slow response changes nothing.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
-use gatehouse_plugin_sdk::{HealthEvaluator, HealthVerdict, Observation, Outcome, export_plugin};
+use gatehouse_plugin_sdk::{FailureKind, HealthEvaluator, HealthVerdict, Observation, Observed, export_plugin};
 use serde::Deserialize;
 
 /// `plugins.health.config`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// A median latency above this marks the node unhealthy.
+    /// A median latency above this makes observations of the node failures.
     max_latency_ms: u32,
-    /// At or below this, a node this plugin marked unhealthy is healthy again.
-    #[serde(default)]
-    recover_latency_ms: Option<u32>,
     /// Samples kept per node.
     #[serde(default = "default_window")]
     window: usize,
     /// Samples needed before judging.
     #[serde(default)]
     min_samples: Option<usize>,
+    /// The failure counter slow observations feed.
+    #[serde(default)]
+    count_as: CountAs,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CountAs {
+    #[default]
+    Timeout,
+    Http,
 }
 
 fn default_window() -> usize {
@@ -36,15 +45,14 @@ fn default_window() -> usize {
 
 struct LatencyHealth {
     max_us: u64,
-    recover_us: u64,
     window: usize,
     min_samples: usize,
-    samples: HashMap<u32, VecDeque<u64>>,
-    marked: HashSet<u32>,
+    kind: FailureKind,
+    samples: HashMap<u64, VecDeque<u64>>,
 }
 
 impl LatencyHealth {
-    fn median(&self, node: u32) -> Option<u64> {
+    fn median(&self, node: u64) -> Option<u64> {
         let s = self.samples.get(&node)?;
         if s.len() < self.min_samples {
             return None;
@@ -62,10 +70,6 @@ impl HealthEvaluator for LatencyHealth {
         if c.max_latency_ms == 0 {
             return Err("max_latency_ms must be positive".into());
         }
-        let recover = c.recover_latency_ms.unwrap_or(c.max_latency_ms * 4 / 5);
-        if recover > c.max_latency_ms {
-            return Err("recover_latency_ms must not exceed max_latency_ms".into());
-        }
         if !(1..=1000).contains(&c.window) {
             return Err("window must be between 1 and 1000".into());
         }
@@ -75,19 +79,22 @@ impl HealthEvaluator for LatencyHealth {
         }
         Ok(Self {
             max_us: u64::from(c.max_latency_ms) * 1000,
-            recover_us: u64::from(recover) * 1000,
             window: c.window,
             min_samples,
+            kind: match c.count_as {
+                CountAs::Timeout => FailureKind::Timeout,
+                CountAs::Http => FailureKind::Http,
+            },
             samples: HashMap::new(),
-            marked: HashSet::new(),
         })
     }
 
     fn evaluate(&mut self, o: &Observation) -> HealthVerdict {
-        let sample = match o.outcome {
-            Outcome::Status(s) if s < 500 => u64::from(o.latency_us),
-            Outcome::Timeout => self.max_us * 2,
-            _ => return HealthVerdict::NoChange,
+        let sample = match o.observed {
+            Observed::Status(s) if s < 500 => u64::from(o.latency_us),
+            Observed::Connected => u64::from(o.latency_us),
+            Observed::Timeout => self.max_us * 2,
+            _ => return HealthVerdict::Builtin,
         };
         let window = self.window;
         let s = self.samples.entry(o.node).or_default();
@@ -95,16 +102,9 @@ impl HealthEvaluator for LatencyHealth {
             s.pop_front();
         }
         s.push_back(sample);
-        let Some(median) = self.median(o.node) else {
-            return HealthVerdict::NoChange;
-        };
-        if median > self.max_us {
-            self.marked.insert(o.node);
-            HealthVerdict::Unhealthy
-        } else if median <= self.recover_us && self.marked.remove(&o.node) {
-            HealthVerdict::Healthy
-        } else {
-            HealthVerdict::NoChange
+        match self.median(o.node) {
+            Some(m) if m > self.max_us => HealthVerdict::Failure(self.kind),
+            _ => HealthVerdict::Builtin,
         }
     }
 }
@@ -116,51 +116,49 @@ mod tests {
     use super::*;
     use gatehouse_plugin_sdk::testing::HealthHarness;
 
-    fn feed(h: &mut HealthHarness<LatencyHealth>, node: u32, ms: u32, n: usize) -> Vec<HealthVerdict> {
+    fn feed(h: &mut HealthHarness<LatencyHealth>, node: &str, ms: u32, n: usize) -> Vec<HealthVerdict> {
         (0..n).map(|_| h.evaluate(&Observation::ok(node, ms))).collect()
     }
 
+    const SLOW: HealthVerdict = HealthVerdict::Failure(FailureKind::Timeout);
+    const PASS: HealthVerdict = HealthVerdict::Builtin;
+
     #[test]
-    fn slow_nodes_go_unhealthy_and_come_back() {
+    fn slow_nodes_fail_until_their_median_recovers() {
         let mut h = HealthHarness::<LatencyHealth>::new(r#"{"max_latency_ms": 100, "window": 4}"#).unwrap();
-        assert!(feed(&mut h, 1, 20, 4).iter().all(|v| *v == HealthVerdict::NoChange));
+        assert_eq!(feed(&mut h, "a:1", 20, 4), vec![PASS; 4]);
         // Two slow samples of four: the median (upper middle) is slow.
-        assert_eq!(
-            feed(&mut h, 1, 300, 2),
-            vec![HealthVerdict::NoChange, HealthVerdict::Unhealthy]
-        );
-        assert_eq!(feed(&mut h, 1, 300, 1), vec![HealthVerdict::Unhealthy]);
-        // Back to fast: healthy once the median recovers, then quiet again.
-        let v = feed(&mut h, 1, 20, 4);
-        assert_eq!(v.iter().filter(|v| **v == HealthVerdict::Healthy).count(), 1, "{v:?}");
-        assert_eq!(feed(&mut h, 1, 20, 3), vec![HealthVerdict::NoChange; 3]);
+        assert_eq!(feed(&mut h, "a:1", 300, 2), vec![PASS, SLOW]);
+        assert_eq!(feed(&mut h, "a:1", 300, 1), vec![SLOW]);
+        // Fast again: failures until the slow samples leave the median.
+        assert_eq!(feed(&mut h, "a:1", 20, 4), vec![SLOW, SLOW, PASS, PASS]);
     }
 
     #[test]
     fn nodes_are_judged_separately_and_need_enough_samples() {
         let mut h = HealthHarness::<LatencyHealth>::new(r#"{"max_latency_ms": 50, "window": 10}"#).unwrap();
-        assert_eq!(feed(&mut h, 7, 500, 4), vec![HealthVerdict::NoChange; 4]);
-        assert_eq!(feed(&mut h, 7, 500, 1), vec![HealthVerdict::Unhealthy]);
-        assert_eq!(feed(&mut h, 8, 10, 10), vec![HealthVerdict::NoChange; 10]);
+        assert_eq!(feed(&mut h, "slow:1", 500, 4), vec![PASS; 4]);
+        assert_eq!(feed(&mut h, "slow:1", 500, 1), vec![SLOW]);
+        assert_eq!(feed(&mut h, "fast:1", 10, 10), vec![PASS; 10]);
     }
 
     #[test]
-    fn errors_are_left_to_the_builtin_rules_and_timeouts_count_as_slow() {
-        let mut h =
-            HealthHarness::<LatencyHealth>::new(r#"{"max_latency_ms": 50, "window": 2, "min_samples": 1}"#).unwrap();
-        let fail = |outcome| Observation {
-            outcome,
-            ..Observation::ok(3, 1)
+    fn errors_are_left_to_the_builtin_and_timeouts_count_as_slow() {
+        let mut h = HealthHarness::<LatencyHealth>::new(
+            r#"{"max_latency_ms": 50, "window": 2, "min_samples": 1, "count_as": "http"}"#,
+        )
+        .unwrap();
+        let seen = |observed| Observation {
+            observed,
+            ..Observation::ok("n:1", 1)
         };
-        assert_eq!(h.evaluate(&fail(Outcome::Status(503))), HealthVerdict::NoChange);
-        assert_eq!(h.evaluate(&fail(Outcome::ConnectFailure)), HealthVerdict::NoChange);
-        assert_eq!(h.evaluate(&fail(Outcome::Timeout)), HealthVerdict::Unhealthy);
-    }
-
-    #[test]
-    fn never_clears_marks_it_did_not_set() {
-        let mut h = HealthHarness::<LatencyHealth>::new(r#"{"max_latency_ms": 50, "min_samples": 1}"#).unwrap();
-        assert_eq!(feed(&mut h, 2, 1, 5), vec![HealthVerdict::NoChange; 5]);
+        assert_eq!(h.evaluate(&seen(Observed::Status(503))), PASS);
+        assert_eq!(h.evaluate(&seen(Observed::ConnectFailure)), PASS);
+        assert_eq!(h.evaluate(&seen(Observed::Reset)), PASS);
+        assert_eq!(
+            h.evaluate(&seen(Observed::Timeout)),
+            HealthVerdict::Failure(FailureKind::Http)
+        );
     }
 
     #[test]
@@ -168,9 +166,9 @@ mod tests {
         for bad in [
             "{}",
             r#"{"max_latency_ms": 0}"#,
-            r#"{"max_latency_ms": 10, "recover_latency_ms": 20}"#,
             r#"{"max_latency_ms": 10, "window": 0}"#,
             r#"{"max_latency_ms": 10, "window": 5, "min_samples": 6}"#,
+            r#"{"max_latency_ms": 10, "count_as": "tcp"}"#,
         ] {
             assert!(HealthHarness::<LatencyHealth>::new(bad).is_err(), "{bad}");
         }
