@@ -340,7 +340,11 @@ impl Registry {
             host: self.host.clone(),
             refused_for: AtomicU64::new(0),
         });
-        lock(&slot.uses).push(Arc::downgrade(&use_));
+        {
+            let mut uses = lock(&slot.uses);
+            uses.retain(|u| u.strong_count() > 0);
+            uses.push(Arc::downgrade(&use_));
+        }
         if let Some(generation) = slot.current().as_ref()
             && let Err(r) = self.check(generation, kind, config)
         {
