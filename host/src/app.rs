@@ -17,6 +17,7 @@ use crate::config::{Config, Loaded, Overrides};
 use crate::control::{Cause, ControlPlane, ReloadOutcome, watch::Watcher};
 use crate::health::{self, HealthManager};
 use crate::metrics::Metrics;
+use crate::plugin::{PluginRuntime, PluginSettings};
 use crate::proxy::ProxyContext;
 use crate::proxy::server::{ServeOptions, serve};
 use crate::upstream::{BuiltinPolicies, LiveRegistry, PolicyHooks, Snapshot};
@@ -61,6 +62,8 @@ pub struct AppState {
     pub live: LiveRegistry,
     /// Policy replacements (plugins).
     pub hooks: Arc<dyn PolicyHooks>,
+    /// The plugin runtime, when the gateway runs one (for the admin API).
+    pub plugins: Option<Arc<PluginRuntime>>,
     /// The raw document being served (what admin edits change).
     pub raw: std::sync::Mutex<crate::config::RawConfig>,
     /// How the gateway was started.
@@ -142,16 +145,38 @@ pub struct Gateway {
 const TIER_REFRESH: Duration = Duration::from_millis(250);
 
 impl Gateway {
-    /// Binds the listeners and starts serving `loaded`.
+    /// Binds the listeners and starts serving `loaded`, with the plugin runtime watching
+    /// `gateway.plugins_dir` (if the plugin engine cannot start, the built-in policies
+    /// serve and the error is logged).
     pub async fn start(loaded: Loaded, options: StartOptions) -> Result<Gateway, StartError> {
-        Self::start_with(loaded, options, Arc::new(BuiltinPolicies)).await
+        let plugins = match PluginRuntime::start(PluginSettings::from_gateway(&loaded.config.gateway)) {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::error!(error = %e, "plugins are unavailable; built-in policies serve");
+                None
+            }
+        };
+        let hooks: Arc<dyn PolicyHooks> = match &plugins {
+            Some(rt) => rt.clone(),
+            None => Arc::new(BuiltinPolicies),
+        };
+        Self::start_inner(loaded, options, hooks, plugins).await
     }
 
-    /// As [`Gateway::start`], with policy hooks (plugins).
+    /// As [`Gateway::start`], with given policy hooks and no plugin runtime.
     pub async fn start_with(
         loaded: Loaded,
         options: StartOptions,
         hooks: Arc<dyn PolicyHooks>,
+    ) -> Result<Gateway, StartError> {
+        Self::start_inner(loaded, options, hooks, None).await
+    }
+
+    async fn start_inner(
+        loaded: Loaded,
+        options: StartOptions,
+        hooks: Arc<dyn PolicyHooks>,
+        plugins: Option<Arc<PluginRuntime>>,
     ) -> Result<Gateway, StartError> {
         let gw = loaded.config.gateway.clone();
         let admin_token = gw
@@ -186,6 +211,10 @@ impl Gateway {
         })?;
 
         let metrics = Arc::new(Metrics::new());
+        if let Some(rt) = &plugins {
+            let collector = crate::plugin::metrics::PluginCollector::new(Arc::downgrade(rt.registry()));
+            metrics.register(|r| r.register_collector(Box::new(collector)));
+        }
         let placeholder = Snapshot::build(
             Arc::new(loaded.config.clone()),
             0,
@@ -200,6 +229,7 @@ impl Gateway {
             }),
             live: LiveRegistry::new(),
             hooks,
+            plugins,
             raw: std::sync::Mutex::new(loaded.raw.clone()),
             options,
             ready: AtomicBool::new(false),

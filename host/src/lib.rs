@@ -11,6 +11,7 @@ pub mod control;
 pub mod demo;
 pub mod health;
 pub mod metrics;
+pub mod plugin;
 pub mod proxy;
 pub mod ratelimit;
 pub mod retry;

@@ -282,7 +282,7 @@ async fn unknown_names_and_invalid_values_get_404_and_422_with_paths() {
     )
     .await;
     assert_eq!((r.status, r.json()["error"]["path"].clone()), (400, json!("version")));
-    let r = send(Method::GET, &format!("{admin}/admin/v1/plugins"), &[], "").await;
+    let r = send(Method::GET, &format!("{admin}/admin/v1/nothing"), &[], "").await;
     assert_eq!(r.status, 404);
     let r = send(Method::DELETE, &format!("{admin}/admin/v1/config"), &[], "").await;
     assert_eq!(r.status, 405);

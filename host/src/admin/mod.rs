@@ -60,6 +60,7 @@ async fn dispatch(ctl: &Arc<ControlPlane>, req: Request<Incoming>) -> Result<Res
         }
         Endpoint::Status => handlers::status(ctl),
         Endpoint::Services => handlers::services(ctl),
+        Endpoint::Plugins => return Ok(crate::plugin::admin::handle(state)),
         Endpoint::Config if parts.method == Method::GET => return handlers::export(ctl, &parts.headers),
         Endpoint::Config => {
             let body = read(body::MAX_CONFIG_BODY).await?;

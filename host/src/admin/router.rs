@@ -38,6 +38,8 @@ pub enum Endpoint {
     },
     /// `GET|PUT /admin/v1/config`: export / import.
     Config,
+    /// `GET /admin/v1/plugins`: loaded plugins, their state and fault counts.
+    Plugins,
 }
 
 impl Endpoint {
@@ -59,6 +61,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, AdminError> {
         ["metrics"] => (Endpoint::Metrics, "GET"),
         ["admin", "v1", "status"] => (Endpoint::Status, "GET"),
         ["admin", "v1", "services"] => (Endpoint::Services, "GET"),
+        ["admin", "v1", "plugins"] => (Endpoint::Plugins, "GET"),
         ["admin", "v1", "config"] => (Endpoint::Config, "GET, PUT"),
         ["admin", "v1", "groups", g, "services", s, "nodes"] if name(g) && name(s) => (
             Endpoint::Nodes {
@@ -118,7 +121,8 @@ mod tests {
 
     #[test]
     fn unknown_paths_and_wrong_methods() {
-        assert_eq!(route(&Method::GET, "/admin/v1/plugins").unwrap_err().status(), 404);
+        assert_eq!(route(&Method::GET, "/admin/v1/plugin").unwrap_err().status(), 404);
+        assert_eq!(route(&Method::PUT, "/admin/v1/plugins").unwrap_err().status(), 405);
         assert_eq!(
             route(&Method::GET, "/admin/v1/groups//publish").unwrap_err().status(),
             404

@@ -1,0 +1,246 @@
+//! The balancer adapter: a [`Balancer`] that asks a Wasm plugin and falls back to the
+//! built-in balancer it carries whenever the plugin is absent, disabled, declines, or
+//! fails.
+//!
+//! Each worker thread keeps a warm instance per use; the node set is handed over with
+//! `update` only when the candidate set differs from the last one delivered to that
+//! instance, so a pick passes only a few numbers.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::Store;
+
+use super::bindings::balancer::{Balancer as World, BalancerPre};
+use super::bindings::types::{Node, PickRequest};
+use super::engine::{PluginCtx, St};
+use super::instance::{Fault, WarmMap, guarded};
+use super::keys::{self, KeySource};
+use super::loader::{RejectReason, Rejection};
+use super::registry::{Generation, Host, PluginUse};
+use super::stats::FaultKind;
+use crate::balance::{Balancer, Candidate, PickContext};
+
+/// A balancer plugin with the built-in balancer as its fallback.
+pub struct PluginBalancer {
+    use_: Arc<PluginUse>,
+    builtin: Arc<dyn Balancer>,
+}
+
+impl std::fmt::Debug for PluginBalancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginBalancer")
+            .field("plugin", &self.use_.slot.name)
+            .field("builtin", &self.builtin.name())
+            .finish()
+    }
+}
+
+/// A warm balancer instance.
+struct Instance {
+    store: Store<St>,
+    world: World,
+    keys: Vec<KeySource>,
+    /// The candidate set the plugin last received (`None`: nothing yet).
+    delivered: Option<Vec<Candidate>>,
+    request: PickRequest,
+}
+
+thread_local! {
+    static WARM: RefCell<WarmMap<Instance>> = const { RefCell::new(WarmMap::new()) };
+}
+
+impl PluginBalancer {
+    /// Wraps `builtin` with the plugin of `use_`.
+    pub fn new(use_: Arc<PluginUse>, builtin: Arc<dyn Balancer>) -> Self {
+        Self { use_, builtin }
+    }
+
+    /// The plugin's pick: `Some` only for a valid answer.
+    fn plugin_pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        let guard = self.use_.slot.current();
+        let generation = guard.as_ref()?;
+        let pre = generation.pres.balancer.as_ref()?;
+        if !self.use_.usable(generation) {
+            return None;
+        }
+        let outcome = WARM.try_with(|warm| {
+            let Ok(mut warm) = warm.try_borrow_mut() else {
+                return Ok(None);
+            };
+            let i = match warm.find(self.use_.id, generation.id) {
+                Some(i) => i,
+                None => {
+                    let inst = instantiate(&self.use_.host, pre, generation.ctx.clone(), &self.use_.config)?;
+                    generation.stats.instantiated();
+                    warm.insert(&self.use_, generation.id, inst)
+                }
+            };
+            let entry = warm.get(i);
+            entry.calls += 1;
+            let recycle = entry.calls >= self.use_.host.limits.recycle_after;
+            let result = pick(&self.use_.host, generation, &mut entry.inst, ctx);
+            if result.is_err() || recycle {
+                warm.remove(i);
+            }
+            result
+        });
+        match outcome {
+            Ok(Ok(choice)) => choice,
+            Ok(Err(fault)) => {
+                self.use_.fault(generation, fault);
+                None
+            }
+            Err(_) => None, // thread shutting down
+        }
+    }
+}
+
+impl Balancer for PluginBalancer {
+    fn name(&self) -> &str {
+        &self.use_.slot.name
+    }
+
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        self.plugin_pick(ctx).or_else(|| self.builtin.pick(ctx))
+    }
+}
+
+/// A fresh instance: instantiate, `init(config)`, `keys()`.
+fn instantiate(host: &Host, pre: &BalancerPre<St>, ctx: Arc<PluginCtx>, config: &str) -> Result<Instance, Fault> {
+    let limits = &host.limits;
+    let mut store = host.engine.store(ctx, limits.memory, limits.init_deadline);
+    let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
+    let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
+    let api = world.gatehouse_plugin_balance();
+    guarded(&mut store, limits.init_deadline, "init", |s| api.call_init(s, config))
+        .map_err(init_fault)?
+        .map_err(|e| Fault::new(FaultKind::Init, format!("`init` refused the config: {e}")))?;
+    let wanted = guarded(&mut store, limits.init_deadline, "keys", |s| api.call_keys(s))?;
+    let keys = keys::compile(wanted).map_err(|e| Fault::new(FaultKind::Contract, format!("`keys` {e}")))?;
+    Ok(Instance {
+        store,
+        world,
+        keys,
+        delivered: None,
+        request: PickRequest {
+            request_id: 0,
+            attempt: 1,
+            excluded: Vec::new(),
+            keys: Vec::new(),
+        },
+    })
+}
+
+/// One pick on a warm instance; `Ok(None)` when the plugin declines.
+fn pick(
+    host: &Host,
+    generation: &Generation,
+    inst: &mut Instance,
+    ctx: &PickContext<'_>,
+) -> Result<Option<usize>, Fault> {
+    let deadline = host.limits.call_deadline;
+    let api = inst.world.gatehouse_plugin_balance();
+    if inst.delivered.as_deref() != Some(&ctx.candidates.list[..]) {
+        let nodes: Vec<Node> = ctx
+            .candidates
+            .list
+            .iter()
+            .map(|c| {
+                let node = &ctx.endpoints[c.idx as usize].node;
+                Node {
+                    id: c.idx,
+                    weight: c.weight,
+                    priority: node.priority,
+                    zone: node.zone.clone(),
+                    region: node.region.clone(),
+                    tags: node.tags.clone(),
+                }
+            })
+            .collect();
+        guarded(&mut inst.store, deadline, "update", |s| api.call_update(s, &nodes))?;
+        inst.delivered = Some(ctx.candidates.list.clone());
+    }
+    let req = &mut inst.request;
+    req.request_id = fastrand::u64(..);
+    req.attempt = ctx.excluded.len() as u32 + 1;
+    req.excluded.clear();
+    req.excluded.extend(
+        ctx.candidates
+            .list
+            .iter()
+            .map(|c| c.idx)
+            .filter(|i| ctx.excluded.contains(*i as usize)),
+    );
+    req.keys.clear();
+    let (parts, remote) = (ctx.request.parts, ctx.request.remote);
+    req.keys
+        .extend(inst.keys.iter().map(|k| keys::resolve(k, parts, remote)));
+    let started = Instant::now();
+    let choice = guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &inst.request))?;
+    generation.stats.call(started.elapsed());
+    let Some(id) = choice else { return Ok(None) };
+    let idx = id as usize;
+    if !ctx.candidates.contains(idx) {
+        return Err(Fault::new(
+            FaultKind::Contract,
+            format!("`pick` returned node {id}, which was not offered"),
+        ));
+    }
+    if ctx.excluded.contains(idx) {
+        return Err(Fault::new(
+            FaultKind::Contract,
+            format!("`pick` returned node {id}, which this request already tried"),
+        ));
+    }
+    Ok(Some(idx))
+}
+
+/// Validation of a new file or config: `init` accepts `config`, then a smoke call
+/// (`keys`, `update` with three nodes, `pick`) returns in time with a valid answer.
+pub(super) fn validate(
+    host: &Host,
+    generation: &Generation,
+    ctx: Arc<PluginCtx>,
+    config: &str,
+) -> Result<(), Rejection> {
+    let Some(pre) = generation.pres.balancer.as_ref() else {
+        return Err(Rejection::new(RejectReason::WrongWorld, "not a balancer"));
+    };
+    let mut inst = instantiate(host, pre, ctx, config).map_err(|f| match f.kind {
+        FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
+        _ => Rejection::new(RejectReason::Smoke, f.to_string()),
+    })?;
+    let deadline = host.limits.call_deadline;
+    let smoke = |inst: &mut Instance| -> Result<Option<u32>, Fault> {
+        let api = inst.world.gatehouse_plugin_balance();
+        let nodes: Vec<Node> = (0..3)
+            .map(|id| Node {
+                id,
+                weight: 1,
+                priority: 0,
+                zone: String::new(),
+                region: String::new(),
+                tags: Vec::new(),
+            })
+            .collect();
+        guarded(&mut inst.store, deadline, "update", |s| api.call_update(s, &nodes))?;
+        let request = PickRequest {
+            request_id: 0,
+            attempt: 1,
+            excluded: Vec::new(),
+            keys: vec![0; inst.keys.len()],
+        };
+        guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &request))
+    };
+    match smoke(&mut inst) {
+        Ok(None) => Ok(()),
+        Ok(Some(id)) if id < 3 => Ok(()),
+        Ok(Some(id)) => Err(Rejection::new(
+            RejectReason::Smoke,
+            format!("smoke call: `pick` returned node {id}, which was not offered"),
+        )),
+        Err(f) => Err(Rejection::new(RejectReason::Smoke, format!("smoke call: {f}"))),
+    }
+}

@@ -1,0 +1,149 @@
+//! Health-evaluator plugins: validation (init + a smoke `evaluate`) and the caller a
+//! `HealthEvaluator` adapter uses for each observation. The plugin only classifies; the
+//! host keeps counters, thresholds and node states, and a `builtin` verdict (or any
+//! failure) means the built-in classification applies.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::Store;
+
+use super::bindings::health_evaluator::{HealthEvaluator as World, HealthEvaluatorPre};
+use super::bindings::types::{HealthVerdict, Observation, ObservationSource, Observed};
+use super::engine::{PluginCtx, St};
+use super::instance::{Fault, guarded};
+use super::loader::{RejectReason, Rejection};
+use super::registry::{Generation, Host, PluginUse};
+use super::stats::FaultKind;
+
+struct Instance {
+    generation: u64,
+    store: Store<St>,
+    world: World,
+}
+
+/// Evaluates observations with a health-evaluator plugin. One instance serves every
+/// observation of a use (behind a mutex), so a plugin that keeps per-node history sees
+/// all of it; a fault drops the instance and answers `None` (classify with the built-in).
+pub struct PluginHealth {
+    use_: Arc<PluginUse>,
+    inst: Mutex<Option<Instance>>,
+}
+
+impl std::fmt::Debug for PluginHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHealth")
+            .field("plugin", &self.use_.slot.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginHealth {
+    /// An evaluator for `use_`.
+    pub fn new(use_: Arc<PluginUse>) -> Self {
+        Self {
+            use_,
+            inst: Mutex::new(None),
+        }
+    }
+
+    /// The plugin's verdict on one observation; `None` when there is no usable plugin
+    /// or the call failed.
+    pub fn evaluate(&self, observation: &Observation) -> Option<HealthVerdict> {
+        let guard = self.use_.slot.current();
+        let generation = guard.as_ref()?;
+        let pre = generation.pres.health.as_ref()?;
+        if !self.use_.usable(generation) {
+            return None;
+        }
+        let mut slot = self.inst.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|i| i.generation != generation.id) {
+            match fresh(
+                &self.use_.host,
+                generation.id,
+                pre,
+                generation.ctx.clone(),
+                &self.use_.config,
+            ) {
+                Ok(i) => {
+                    generation.stats.instantiated();
+                    *slot = Some(i);
+                }
+                Err(f) => {
+                    *slot = None;
+                    drop(slot);
+                    self.use_.fault(generation, f);
+                    return None;
+                }
+            }
+        }
+        let inst = slot.as_mut()?;
+        let started = Instant::now();
+        let api = inst.world.gatehouse_plugin_health();
+        match guarded(&mut inst.store, self.use_.host.limits.call_deadline, "evaluate", |s| {
+            api.call_evaluate(s, *observation)
+        }) {
+            Ok(v) => {
+                generation.stats.call(started.elapsed());
+                Some(v)
+            }
+            Err(f) => {
+                *slot = None;
+                drop(slot);
+                self.use_.fault(generation, f);
+                None
+            }
+        }
+    }
+}
+
+fn fresh(
+    host: &Host,
+    generation: u64,
+    pre: &HealthEvaluatorPre<St>,
+    ctx: Arc<PluginCtx>,
+    config: &str,
+) -> Result<Instance, Fault> {
+    let limits = &host.limits;
+    let mut store = host.engine.store(ctx, limits.memory, limits.init_deadline);
+    let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
+    let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
+    guarded(&mut store, limits.init_deadline, "init", |s| {
+        world.gatehouse_plugin_health().call_init(s, config)
+    })
+    .map_err(init_fault)?
+    .map_err(|e| Fault::new(FaultKind::Init, format!("`init` refused the config: {e}")))?;
+    Ok(Instance {
+        generation,
+        store,
+        world,
+    })
+}
+
+/// Validation: `init` accepts `config` and `evaluate` answers a fast 200 in time.
+pub(super) fn validate(
+    host: &Host,
+    generation: &Generation,
+    ctx: Arc<PluginCtx>,
+    config: &str,
+) -> Result<(), Rejection> {
+    let Some(pre) = generation.pres.health.as_ref() else {
+        return Err(Rejection::new(RejectReason::WrongWorld, "not a health evaluator"));
+    };
+    let mut inst = fresh(host, generation.id, pre, ctx, config).map_err(|f| match f.kind {
+        FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
+        _ => Rejection::new(RejectReason::Smoke, f.to_string()),
+    })?;
+    let observation = Observation {
+        node: 0,
+        source: ObservationSource::Traffic,
+        observed: Observed::Status(200),
+        latency_us: 1000,
+    };
+    let api = inst.world.gatehouse_plugin_health();
+    guarded(&mut inst.store, host.limits.call_deadline, "evaluate", |s| {
+        api.call_evaluate(s, observation)
+    })
+    .map(|_| ())
+    .map_err(|f| Rejection::new(RejectReason::Smoke, format!("smoke call: {f}")))
+}

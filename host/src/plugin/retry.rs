@@ -1,0 +1,157 @@
+//! The retry-policy adapter: a [`RetryPolicy`] that asks a Wasm plugin and falls back to
+//! the built-in policy it carries. Retry decisions are rare (only after a failed try), so
+//! every decision runs on a fresh instance: no state can leak between requests, and a
+//! failure never poisons anything that outlives the call.
+//!
+//! The plugin only decides "retry, after how long" or "stop"; the pipeline keeps the
+//! safety rules (idempotency, budget, deadline, a node not yet tried).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+
+use super::bindings::retry_policy::{RetryPolicy as World, RetryPolicyPre};
+use super::bindings::types;
+use super::engine::{PluginCtx, St};
+use super::instance::{Fault, guarded};
+use super::loader::{RejectReason, Rejection};
+use super::registry::{Generation, Host, PluginUse};
+use super::stats::FaultKind;
+use crate::retry::{RetryContext, RetryDecision, RetryPolicy};
+use crate::upstream::Outcome;
+
+/// A retry-policy plugin with the built-in policy as its fallback.
+pub struct PluginRetry {
+    use_: Arc<PluginUse>,
+    builtin: Arc<dyn RetryPolicy>,
+}
+
+impl std::fmt::Debug for PluginRetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRetry")
+            .field("plugin", &self.use_.slot.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginRetry {
+    /// Wraps `builtin` with the plugin of `use_`.
+    pub fn new(use_: Arc<PluginUse>, builtin: Arc<dyn RetryPolicy>) -> Self {
+        Self { use_, builtin }
+    }
+
+    fn plugin_decide(&self, ctx: &RetryContext<'_>) -> Option<RetryDecision> {
+        let guard = self.use_.slot.current();
+        let generation = guard.as_ref()?;
+        let pre = generation.pres.retry.as_ref()?;
+        if !self.use_.usable(generation) {
+            return None;
+        }
+        let request = request(ctx);
+        let result =
+            fresh(&self.use_.host, pre, generation.ctx.clone(), &self.use_.config).and_then(|(mut store, world)| {
+                generation.stats.instantiated();
+                let started = Instant::now();
+                let api = world.gatehouse_plugin_retry();
+                let d = guarded(&mut store, self.use_.host.limits.cold_deadline, "decide", |s| {
+                    api.call_decide(s, &request)
+                })?;
+                generation.stats.call(started.elapsed());
+                Ok(d)
+            });
+        match result {
+            Ok(types::RetryDecision::Stop) => Some(RetryDecision::Stop),
+            Ok(types::RetryDecision::Retry(ms)) => Some(RetryDecision::Retry {
+                backoff: Duration::from_millis(u64::from(ms)),
+            }),
+            Err(fault) => {
+                self.use_.fault(generation, fault);
+                None
+            }
+        }
+    }
+}
+
+impl RetryPolicy for PluginRetry {
+    fn name(&self) -> &str {
+        &self.use_.slot.name
+    }
+
+    fn decide(&self, ctx: &RetryContext<'_>) -> RetryDecision {
+        // Successful tries (a response below 400) are not the plugin's business: keeping
+        // them away keeps the plugin off the path of every healthy request.
+        if matches!(ctx.outcome, Outcome::Status(s) if s < 400) {
+            return self.builtin.decide(ctx);
+        }
+        self.plugin_decide(ctx).unwrap_or_else(|| self.builtin.decide(ctx))
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+fn request(ctx: &RetryContext<'_>) -> types::RetryRequest {
+    types::RetryRequest {
+        route: ctx.route.to_string(),
+        method: ctx.method.as_str().to_string(),
+        tries: ctx.tries,
+        outcome: match ctx.outcome {
+            Outcome::Status(s) => types::Outcome::Status(s),
+            Outcome::ConnectFailure => types::Outcome::ConnectFailure,
+            Outcome::Timeout => types::Outcome::Timeout,
+            Outcome::Reset => types::Outcome::Reset,
+        },
+        retry_after_ms: ctx.retry_after.map(millis),
+        elapsed_ms: millis(ctx.elapsed),
+    }
+}
+
+/// A fresh, initialised instance.
+fn fresh(
+    host: &Host,
+    pre: &RetryPolicyPre<St>,
+    ctx: Arc<PluginCtx>,
+    config: &str,
+) -> Result<(Store<St>, World), Fault> {
+    let limits = &host.limits;
+    let mut store = host.engine.store(ctx, limits.memory, limits.init_deadline);
+    let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
+    let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
+    guarded(&mut store, limits.init_deadline, "init", |s| {
+        world.gatehouse_plugin_retry().call_init(s, config)
+    })
+    .map_err(init_fault)?
+    .map_err(|e| Fault::new(FaultKind::Init, format!("`init` refused the config: {e}")))?;
+    Ok((store, world))
+}
+
+/// Validation: `init` accepts `config` and `decide` answers a 503 in time.
+pub(super) fn validate(
+    host: &Host,
+    generation: &Generation,
+    ctx: Arc<PluginCtx>,
+    config: &str,
+) -> Result<(), Rejection> {
+    let Some(pre) = generation.pres.retry.as_ref() else {
+        return Err(Rejection::new(RejectReason::WrongWorld, "not a retry policy"));
+    };
+    let (mut store, world) = fresh(host, pre, ctx, config).map_err(|f| match f.kind {
+        FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
+        _ => Rejection::new(RejectReason::Smoke, f.to_string()),
+    })?;
+    let request = types::RetryRequest {
+        route: "smoke".into(),
+        method: "GET".into(),
+        tries: 1,
+        outcome: types::Outcome::Status(503),
+        retry_after_ms: None,
+        elapsed_ms: 0,
+    };
+    guarded(&mut store, host.limits.cold_deadline, "decide", |s| {
+        world.gatehouse_plugin_retry().call_decide(s, &request)
+    })
+    .map(|_| ())
+    .map_err(|f| Rejection::new(RejectReason::Smoke, format!("smoke call: {f}")))
+}

@@ -1,0 +1,41 @@
+//! Allocates without bound when asked to misbehave: the gateway refuses growth past the
+//! memory cap and the allocation failure aborts the plugin.
+
+use gatehouse_plugin_sdk::{Balancer, NoConfig, Node, PickRequest, RequestKey, export_plugin};
+
+/// Behaves (first open node) unless the request carries `x-fault`.
+struct Fixture;
+
+fn first_open(nodes: &[Node], req: &PickRequest) -> Option<u32> {
+    nodes.iter().find(|n| !req.is_excluded(n.id)).map(|n| n.id)
+}
+
+impl Balancer for Fixture {
+    type Config = NoConfig;
+
+    fn new(_: NoConfig) -> Result<Self, String> {
+        Ok(Fixture)
+    }
+
+    fn keys(&self) -> Vec<RequestKey> {
+        vec![RequestKey::Header("x-fault".into())]
+    }
+
+    fn pick(&mut self, nodes: &[Node], req: &PickRequest) -> Option<u32> {
+        if req.key(0).is_some() {
+            misbehave(nodes, req)
+        } else {
+            first_open(nodes, req)
+        }
+    }
+}
+
+export_plugin!(balancer: Fixture);
+
+fn misbehave(_: &[Node], _: &PickRequest) -> Option<u32> {
+    // Reserve without touching: the allocator grows linear memory at full speed.
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(std::hint::black_box(Vec::with_capacity(1 << 20)));
+    }
+}

@@ -1,0 +1,42 @@
+//! Loops forever when asked to misbehave: the gateway interrupts it at the deadline.
+
+use gatehouse_plugin_sdk::{Balancer, NoConfig, Node, PickRequest, RequestKey, export_plugin};
+
+/// Behaves (first open node) unless the request carries `x-fault`.
+struct Fixture;
+
+fn first_open(nodes: &[Node], req: &PickRequest) -> Option<u32> {
+    nodes.iter().find(|n| !req.is_excluded(n.id)).map(|n| n.id)
+}
+
+impl Balancer for Fixture {
+    type Config = NoConfig;
+
+    fn new(_: NoConfig) -> Result<Self, String> {
+        Ok(Fixture)
+    }
+
+    fn keys(&self) -> Vec<RequestKey> {
+        vec![RequestKey::Header("x-fault".into())]
+    }
+
+    fn pick(&mut self, nodes: &[Node], req: &PickRequest) -> Option<u32> {
+        if req.key(0).is_some() {
+            misbehave(nodes, req)
+        } else {
+            first_open(nodes, req)
+        }
+    }
+}
+
+export_plugin!(balancer: Fixture);
+
+fn misbehave(nodes: &[Node], req: &PickRequest) -> Option<u32> {
+    let mut x = req.request_id;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        if x == 0 && nodes.is_empty() {
+            return None;
+        }
+    }
+}
