@@ -14,7 +14,7 @@ use gatehouse::config::model::{
     BalancerKind, HashKey, HostPattern, Node, OnPanic, PriorityFailover, Route, UriPattern, ZoneRouting,
 };
 use gatehouse::router::Router;
-use gatehouse::upstream::{Endpoint, EndpointKey, EndpointState};
+use gatehouse::upstream::{Endpoint, EndpointState};
 use gatehouse::zone::{NodeView, TierPolicy, plan};
 
 fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
@@ -29,17 +29,11 @@ fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
                 priority: 0,
                 tags: vec![],
             };
-            let authority = node.authority();
-            Arc::new(Endpoint {
-                key: EndpointKey {
-                    service: "bench".into(),
-                    authority: authority.clone().into(),
-                },
-                authority: authority.parse().unwrap(),
-                host_header: http::HeaderValue::from_str(&authority).unwrap(),
+            Arc::new(Endpoint::new(
+                "bench".into(),
                 node,
-                state: Arc::new(EndpointState::new(1000.0)),
-            })
+                Arc::new(EndpointState::new(1000.0)),
+            ))
         })
         .collect()
 }

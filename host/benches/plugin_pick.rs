@@ -18,7 +18,7 @@ use gatehouse::plugin::balancer::PluginBalancer;
 use gatehouse::plugin::counters::LocalCounters;
 use gatehouse::plugin::registry::{Host, Registry};
 use gatehouse::plugin::{Kind, PluginEngine, PluginLimits};
-use gatehouse::upstream::{Endpoint, EndpointKey, EndpointState};
+use gatehouse::upstream::{Endpoint, EndpointState};
 
 fn endpoints(n: u16) -> Vec<Arc<Endpoint>> {
     (0..n)
@@ -32,17 +32,7 @@ fn endpoints(n: u16) -> Vec<Arc<Endpoint>> {
                 priority: 0,
                 tags: vec![],
             };
-            let authority = node.authority();
-            Arc::new(Endpoint {
-                key: EndpointKey {
-                    service: "bench".into(),
-                    authority: authority.clone().into(),
-                },
-                authority: authority.parse().unwrap(),
-                host_header: http::HeaderValue::from_str(&authority).unwrap(),
-                node,
-                state: Arc::new(EndpointState::new(0.0)),
-            })
+            Arc::new(Endpoint::new("bench".into(), node, Arc::new(EndpointState::new(0.0))))
         })
         .collect()
 }

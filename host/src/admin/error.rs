@@ -10,7 +10,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::config::ConfigError;
 use crate::config::edit::EditError;
 use crate::control::WriteError;
-use crate::upstream::client::Body;
+use crate::proxy::body::Body;
 
 /// Why an admin request failed.
 #[derive(Debug, thiserror::Error)]

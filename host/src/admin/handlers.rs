@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::error::AdminError;
 use crate::control::ControlPlane;
+use crate::proxy::body::Body;
 use crate::proxy::error::full;
-use crate::upstream::client::Body;
 
 /// `GET /admin/v1/status`: who this gateway is, which config generation it serves,
 /// where that config came from and when, and the last rejected change.

@@ -20,8 +20,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::control::ControlPlane;
+use crate::proxy::body::Body;
 use crate::proxy::error::full;
-use crate::upstream::client::Body;
 pub use error::AdminError;
 use router::Endpoint;
 

@@ -178,7 +178,7 @@ pub(crate) mod testing {
     //! Helpers shared by the balancer tests.
     use super::*;
     use crate::config::model::Node;
-    use crate::upstream::{EndpointKey, EndpointState};
+    use crate::upstream::EndpointState;
 
     pub fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
         weights
@@ -194,17 +194,7 @@ pub(crate) mod testing {
                     priority: 0,
                     tags: vec![],
                 };
-                let authority = node.authority();
-                Arc::new(Endpoint {
-                    key: EndpointKey {
-                        service: "svc".into(),
-                        authority: authority.clone().into(),
-                    },
-                    authority: authority.parse().unwrap(),
-                    host_header: http::HeaderValue::from_str(&authority).unwrap(),
-                    node,
-                    state: Arc::new(EndpointState::new(0.0)),
-                })
+                Arc::new(Endpoint::new("svc".into(), node, Arc::new(EndpointState::new(0.0))))
             })
             .collect()
     }

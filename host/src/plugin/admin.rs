@@ -9,7 +9,7 @@ use super::PluginRuntime;
 use super::registry::Slot;
 use super::stats::FaultKind;
 use crate::app::AppState;
-use crate::upstream::client::Body;
+use crate::proxy::body::Body;
 
 /// Answers `GET /admin/v1/plugins`.
 pub fn handle(state: &AppState) -> Response<Body> {

@@ -3,9 +3,8 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 
-use crate::upstream::client::Body;
+use super::body::Body;
 
 /// Why the gateway answered instead of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,5 +69,5 @@ pub fn error_response(err: ProxyError, message: &str) -> Response<Body> {
 
 /// A complete in-memory body.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+    Body::full(data)
 }

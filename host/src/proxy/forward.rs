@@ -1,7 +1,7 @@
-//! One try: send a request to one endpoint over the pooled client and wait for the
-//! response head under the per-try timers.
+//! One try: send a request to one endpoint over a pooled keep-alive connection and
+//! wait for the response head under the per-try timers.
 //!
-//! Timers: `connect` bounds making a new connection (enforced by the connector);
+//! Timers: `connect` bounds making a new connection (name resolution included);
 //! `send` bounds any pause while the request body streams out; `read` runs from the
 //! moment the whole request has been sent (or the connection was ready, for a
 //! request without a streamed body) until the response head arrives.
@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::capture_connection;
+use hyper::client::conn::http1::SendRequest;
 
-use super::body::{BodyTooLarge, Progress};
+use super::body::{BodyTooLarge, Progress, TryBody};
 use crate::config::model::Timeouts;
-use crate::upstream::client::{Body, UpstreamClient};
-use crate::upstream::now_ms;
+use crate::upstream::pool::{self, ConnectError};
+use crate::upstream::{Endpoint, now_ms};
 
 /// How a try failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,40 +42,81 @@ impl TryError {
     }
 }
 
-/// Slack on top of the connector's own connect timeout before the watchdog steps in.
-const CONNECT_SLACK: Duration = Duration::from_millis(100);
+/// A response head, and the connection it came on (it goes back to the pool when
+/// the response body ends).
+#[derive(Debug)]
+pub struct Sent {
+    /// The response (its body still streaming).
+    pub response: Response<Incoming>,
+    /// The connection.
+    pub conn: SendRequest<TryBody>,
+}
 
-/// Sends `req` and waits for the response head.
+/// Pooled connections that turn out to be closed are replaced this many times
+/// before the try fails.
+const STALE_RETRIES: usize = 3;
+
+/// Sends `req` to `ep` and waits for the response head.
 pub async fn send(
-    client: &UpstreamClient,
-    mut req: Request<Body>,
+    ep: &Endpoint,
+    mut req: Request<TryBody>,
     timeouts: &Timeouts,
     progress: Option<Arc<Progress>>,
-) -> Result<Response<Incoming>, TryError> {
-    let mut capture = capture_connection(&mut req);
-    let fut = client.inner().request(req);
-    tokio::pin!(fut);
-
-    // Phase 1: until a connection is ready (new or pooled).
-    let connected = async { capture.wait_for_connection_metadata().await.is_some() };
-    let connected_ms = tokio::select! {
-        biased;
-        res = &mut fut => return classify(res),
-        ok = connected => {
-            if !ok {
-                // The request ended before it got a connection: its error follows.
-                return classify(fut.await);
-            }
-            now_ms()
+) -> Result<Sent, TryError> {
+    for _ in 0..STALE_RETRIES {
+        let (mut conn, reused) = match ep.state.pool.take() {
+            Some(c) => (c, true),
+            None => (
+                pool::connect(&ep.target, timeouts.connect).await.map_err(|e| {
+                    tracing::debug!(node = %ep.key.authority, error = %e, "connect failed");
+                    TryError::Connect {
+                        timeout: matches!(e, ConnectError::Timeout(_)),
+                    }
+                })?,
+                false,
+            ),
+        };
+        // A pooled connection may still be finishing its previous response.
+        match tokio::time::timeout(timeouts.connect, conn.ready()).await {
+            Ok(Ok(())) => {}
+            _ if reused => continue,
+            Ok(Err(_)) => return Err(TryError::Connect { timeout: false }),
+            Err(_) => return Err(TryError::Connect { timeout: true }),
         }
-        _ = tokio::time::sleep(timeouts.connect + CONNECT_SLACK) => return Err(TryError::Connect { timeout: true }),
-    };
+        let connected_ms = now_ms();
+        let fut = conn.try_send_request(req);
+        match watch(fut, connected_ms, timeouts, progress.as_deref()).await {
+            Ok(response) => return Ok(Sent { response, conn }),
+            Err(Failure::Timeout) => return Err(TryError::Timeout),
+            Err(Failure::Hyper(mut e)) => match e.take_message() {
+                // Never written: a pooled connection the upstream had closed. Resend
+                // on another connection; the upstream saw nothing.
+                Some(unsent) if reused => req = unsent,
+                _ => return Err(classify(&(*e).into_error())),
+            },
+        }
+    }
+    Err(TryError::Reset)
+}
 
-    // Phase 2: body out (send timer), then the response head (read timer).
+enum Failure {
+    Timeout,
+    Hyper(Box<hyper::client::conn::TrySendError<Request<TryBody>>>),
+}
+
+/// Waits for the response head: the send timer while the body streams out, then
+/// the read timer.
+async fn watch(
+    fut: impl Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<TryBody>>>>,
+    connected_ms: u32,
+    timeouts: &Timeouts,
+    progress: Option<&Progress>,
+) -> Result<Response<Incoming>, Failure> {
+    tokio::pin!(fut);
     let send_ms = millis(timeouts.send);
     let read_ms = millis(timeouts.read);
     loop {
-        let deadline = match progress.as_deref() {
+        let deadline = match progress {
             None => connected_ms.wrapping_add(read_ms),
             Some(p) => match p.done_ms() {
                 Some(done) => later(done, connected_ms).wrapping_add(read_ms),
@@ -84,11 +125,11 @@ pub async fn send(
         };
         let remaining = deadline.wrapping_sub(now_ms()) as i32;
         if remaining <= 0 {
-            return Err(TryError::Timeout);
+            return Err(Failure::Timeout);
         }
         tokio::select! {
             biased;
-            res = &mut fut => return classify(res),
+            res = &mut fut => return res.map_err(|e| Failure::Hyper(Box::new(e))),
             _ = tokio::time::sleep(Duration::from_millis(remaining as u64)) => {}
         }
     }
@@ -103,31 +144,15 @@ fn later(a: u32, b: u32) -> u32 {
     if (a.wrapping_sub(b) as i32) >= 0 { a } else { b }
 }
 
-fn classify(
-    res: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-) -> Result<Response<Incoming>, TryError> {
-    let err = match res {
-        Ok(resp) => return Ok(resp),
-        Err(e) => e,
-    };
-    let mut timed_out = false;
-    let mut too_large = false;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+fn classify(err: &hyper::Error) -> TryError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        if e.is::<BodyTooLarge>() {
+            return TryError::BodyTooLarge;
         }
-        too_large |= e.is::<BodyTooLarge>();
-        timed_out |= e.to_string().contains("timed out");
         source = e.source();
     }
-    Err(if err.is_connect() {
-        TryError::Connect { timeout: timed_out }
-    } else if too_large {
-        TryError::BodyTooLarge
-    } else {
-        TryError::Reset
-    })
+    TryError::Reset
 }
 
 #[cfg(test)]

@@ -14,15 +14,15 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::ProxyContext;
-use super::body::{BodyTooLarge, LimitedBody, Progress, StreamSlot, TryBody, UpstreamBody};
+use super::body::{Body, BodyTooLarge, LimitedBody, Progress, StreamSlot, TryBody, UpstreamBody};
 use super::error::{ProxyError, error_response};
 use super::forward::{self, TryError};
 use super::headers;
 use crate::balance::{NodeSet, PickContext, RequestView};
-use crate::config::model::PassHost;
+use crate::config::model::{GatewaySettings, PassHost};
 use crate::retry::{RetryContext, RetryDecision, idempotent, parse_retry_after};
 use crate::router::{RouteTarget, request_host};
-use crate::upstream::client::Body;
+
 use crate::upstream::{Outcome, Upstream};
 use crate::zone::Tiers;
 
@@ -58,7 +58,7 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
     let path = snap.config.gateway.access_log.then(|| parts.uri.clone());
     let (mut resp, served) = match crate::ratelimit::enforce(up.limiter.as_ref(), &route.name, &parts, remote) {
         Ok(limit_headers) => {
-            let (mut resp, served) = proxy(ctx, &up, &route, parts, body, remote, start).await;
+            let (mut resp, served) = proxy(&snap.config.gateway, &up, &route, parts, body, remote, start).await;
             if let Some(h) = limit_headers {
                 h.apply(resp.headers_mut());
             }
@@ -174,10 +174,10 @@ enum Prepared {
 
 impl Prepared {
     /// A body for the next try (and its progress, for the send/read timers).
-    fn for_try(&self) -> (Body, Option<Arc<Progress>>) {
+    fn for_try(&self) -> (TryBody, Option<Arc<Progress>>) {
         match self {
-            Prepared::Empty => (TryBody::Empty.boxed_unsync(), None),
-            Prepared::Full(b) => (TryBody::Full(Some(b.clone())).boxed_unsync(), None),
+            Prepared::Empty => (TryBody::Empty, None),
+            Prepared::Full(b) => (TryBody::Full(Some(b.clone())), None),
             Prepared::Stream(slot) => {
                 let progress = Progress::new();
                 let body = TryBody::Stream {
@@ -185,7 +185,7 @@ impl Prepared {
                     taken: None,
                     progress: progress.clone(),
                 };
-                (body.boxed_unsync(), Some(progress))
+                (body, Some(progress))
             }
         }
     }
@@ -218,7 +218,7 @@ async fn prepare_body(body: Incoming, max_body: u64, max_replay: u64) -> Result<
 
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
-    ctx: &ProxyContext,
+    gw: &GatewaySettings,
     up: &Arc<Upstream>,
     route: &RouteTarget,
     mut parts: Parts,
@@ -227,7 +227,7 @@ async fn proxy(
     start: Instant,
 ) -> (Response<Body>, Served) {
     let mut served = Served::default();
-    let gw_max_body = up_max_body(ctx);
+    let gw_max_body = gw.max_body_size;
     let policy = &up.version.upstream;
     if let Some(len) = body.size_hint().exact()
         && len > gw_max_body
@@ -249,7 +249,7 @@ async fn proxy(
         headers::VIA_H1
     };
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(h) = &ctx.snapshot.load().config.gateway.debug_header {
+    if let Some(h) = &gw.debug_header {
         parts.headers.remove(h);
     }
     headers::add_forwarded(&mut parts.headers, remote, client_host.as_ref(), via.clone());
@@ -299,10 +299,10 @@ async fn proxy(
         served.tier = tier;
         let ep = up.endpoints[idx].clone();
         let (try_body, progress) = body.for_try();
-        let req = upstream_request(&parts, &ep.authority, &ep.host_header, &policy.pass_host, try_body);
+        let req = upstream_request(&parts, &ep.host_header, &policy.pass_host, try_body);
         let inflight = ep.state.start_request();
         let t0 = Instant::now();
-        let send = forward::send(&up.client, req, &policy.timeouts, progress);
+        let send = forward::send(&ep, req, &policy.timeouts, progress);
         let result = match deadline {
             // The overall deadline also cuts the try in progress.
             Some(d) => tokio::time::timeout_at(d.into(), send)
@@ -312,7 +312,7 @@ async fn proxy(
         };
         let latency = t0.elapsed();
         let outcome = match &result {
-            Ok(r) => Outcome::Status(r.status().as_u16()),
+            Ok(r) => Outcome::Status(r.response.status().as_u16()),
             Err(TryError::Connect { .. }) => Outcome::ConnectFailure,
             Err(TryError::Timeout) => Outcome::Timeout,
             Err(TryError::Reset) => Outcome::Reset,
@@ -324,7 +324,7 @@ async fn proxy(
         let retry_after = result
             .as_ref()
             .ok()
-            .and_then(|r| r.headers().get(header::RETRY_AFTER))
+            .and_then(|r| r.response.headers().get(header::RETRY_AFTER))
             .and_then(parse_retry_after);
         record(up, idx, outcome, latency, retry_after);
         drop(admission);
@@ -386,10 +386,6 @@ async fn proxy(
     }
 }
 
-fn up_max_body(ctx: &ProxyContext) -> u64 {
-    ctx.snapshot.load().config.gateway.max_body_size
-}
-
 /// Picks from the first tier that still has an untried candidate; returns the
 /// endpoint and the tier it came from.
 fn pick(up: &Upstream, tiers: &Tiers, excluded: &NodeSet, parts: &Parts, remote: SocketAddr) -> Option<(usize, usize)> {
@@ -436,29 +432,20 @@ fn record(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration, retry_
 /// Latency charged to a failed try, so latency-aware balancers steer away.
 const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
-fn upstream_request(
-    parts: &Parts,
-    authority: &http::uri::Authority,
-    node_host: &HeaderValue,
-    pass_host: &PassHost,
-    body: Body,
-) -> Request<Body> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(authority.clone());
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
+/// The request of one try: origin-form URI, the shared upstream headers, and a
+/// Host header (the node's when the policy says so or the client sent none).
+fn upstream_request(parts: &Parts, node_host: &HeaderValue, pass_host: &PassHost, body: TryBody) -> Request<TryBody> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+    *req.uri_mut() = Uri::from(path);
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
-    if *pass_host == PassHost::Node {
+    if *pass_host == PassHost::Node || !req.headers().contains_key(header::HOST) {
         req.headers_mut().insert(header::HOST, node_host.clone());
     }
     req
@@ -466,18 +453,18 @@ fn upstream_request(
 
 /// Turns the last try into the client's response.
 fn finish(
-    result: Result<Response<Incoming>, TryError>,
+    result: Result<forward::Sent, TryError>,
     inflight: crate::upstream::InflightGuard,
     up: &Upstream,
     via: HeaderValue,
 ) -> Response<Body> {
     match result {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
+        Ok(sent) => {
+            let (mut parts, body) = sent.response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
             headers::append_via(&mut parts.headers, via);
-            let body = UpstreamBody::new(body, inflight, up.version.upstream.timeouts.read).boxed_unsync();
-            Response::from_parts(parts, body)
+            let body = UpstreamBody::new(body, inflight, sent.conn, up.version.upstream.timeouts.read);
+            Response::from_parts(parts, Body::Upstream(body))
         }
         Err(e) => {
             let (err, msg) = match e {

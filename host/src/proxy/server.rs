@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::upstream::client::Body;
+use crate::proxy::body::Body;
 
 /// Connection settings of a listener.
 #[derive(Debug, Clone, Copy)]

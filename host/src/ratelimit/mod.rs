@@ -33,8 +33,8 @@ pub use counters::SharedCounters;
 pub use metrics::LimitMetrics;
 pub use registry::LimitRegistry;
 
+use crate::proxy::body::Body;
 use crate::proxy::error::json_error;
-use crate::upstream::client::Body;
 
 /// Most `limits:` rules one service version may have.
 pub const MAX_RULES: usize = 32;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::pool::{ConnPool, Target};
 use crate::config::model::Node;
 use crate::health::EndpointHealth;
 
@@ -64,6 +65,8 @@ pub struct EndpointState {
     requests: AtomicU64,
     /// Health, breaker and ejection state.
     pub health: EndpointHealth,
+    /// Idle keep-alive connections to this endpoint.
+    pub pool: ConnPool<crate::proxy::body::TryBody>,
 }
 
 impl EndpointState {
@@ -76,6 +79,7 @@ impl EndpointState {
             joined_ms: AtomicU32::new(now_ms()),
             requests: AtomicU64::new(0),
             health: EndpointHealth::default(),
+            pool: ConnPool::default(),
         }
     }
 
@@ -158,6 +162,13 @@ pub struct InflightGuard {
     state: Arc<EndpointState>,
 }
 
+impl InflightGuard {
+    /// The endpoint's live state.
+    pub fn state(&self) -> &Arc<EndpointState> {
+        &self.state
+    }
+}
+
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.state.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -176,8 +187,30 @@ pub struct Endpoint {
     pub authority: http::uri::Authority,
     /// `host:port` as a header value, for `pass_host: node`.
     pub host_header: http::HeaderValue,
+    /// Where to connect.
+    pub target: Target,
     /// Live state.
     pub state: Arc<EndpointState>,
+}
+
+impl Endpoint {
+    /// The endpoint for `node` of `service`, with its live `state`.
+    pub fn new(service: Arc<str>, node: Node, state: Arc<EndpointState>) -> Self {
+        let authority_text = node.authority();
+        Self {
+            key: EndpointKey {
+                service,
+                authority: authority_text.as_str().into(),
+            },
+            authority: authority_text
+                .parse()
+                .expect("a validated host:port is a URI authority"),
+            host_header: http::HeaderValue::from_str(&authority_text).expect("a validated host:port is a header value"),
+            target: Target::new(&node.host, node.port),
+            node,
+            state,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The registry of live state that outlives snapshots: one [`EndpointState`] per
-//! endpoint identity and one [`ServiceLive`] per service, plus the pooled clients.
+//! endpoint identity (with its connection pool) and one [`ServiceLive`] per service.
 //!
 //! Only snapshot builds touch the registry (under its lock); the request path holds
 //! `Arc`s to the states it needs.
@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use super::client::UpstreamClient;
 use super::{EndpointKey, EndpointState};
 
 /// Live state of one service, shared by every snapshot that serves it.
@@ -85,7 +83,6 @@ pub struct LiveRegistry {
 struct Inner {
     endpoints: HashMap<EndpointKey, Arc<EndpointState>>,
     services: HashMap<Arc<str>, Arc<ServiceLive>>,
-    clients: HashMap<Duration, UpstreamClient>,
 }
 
 impl LiveRegistry {
@@ -126,16 +123,6 @@ impl LiveRegistry {
         inner.services.entry(name.clone()).or_default().clone()
     }
 
-    /// A pooled client for a connect timeout (shared so pools survive reloads).
-    pub fn client(&self, connect_timeout: Duration) -> UpstreamClient {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner
-            .clients
-            .entry(connect_timeout)
-            .or_insert_with(|| UpstreamClient::new(connect_timeout))
-            .clone()
-    }
-
     /// Forgets endpoints and services that are no longer served, and limiter state
     /// no snapshot uses any more.
     pub fn retain(&self, endpoints: &[EndpointKey], services: &[Arc<str>]) {
@@ -160,6 +147,8 @@ impl LiveRegistry {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn key(a: &str) -> EndpointKey {

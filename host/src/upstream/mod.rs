@@ -1,9 +1,9 @@
 //! Upstreams: endpoint identity, live per-endpoint state, the per-config snapshot,
 //! and the pooled HTTP client.
 
-pub mod client;
 mod endpoint;
 pub mod live;
+pub mod pool;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -66,8 +66,6 @@ pub struct Upstream {
     pub live: Arc<ServiceLive>,
     /// The gateway's own zone and region.
     pub locality: Locality,
-    /// Pooled client with this upstream's connect timeout.
-    pub client: client::UpstreamClient,
     /// Pre-resolved metric handles.
     pub metrics: UpstreamMetrics,
     /// Health evaluator (built-in, or a plugin wrapping the built-in) and health metrics.

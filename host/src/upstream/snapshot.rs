@@ -94,20 +94,8 @@ impl Snapshot {
                 let endpoints: Vec<Arc<Endpoint>> = published
                     .nodes
                     .iter()
-                    .zip(keys)
                     .zip(states)
-                    .map(|((node, key), state)| {
-                        let authority = key.authority.parse().expect("validated host:port is a URI authority");
-                        let host_header =
-                            http::HeaderValue::from_str(&key.authority).expect("validated host:port is a header value");
-                        Arc::new(Endpoint {
-                            key,
-                            node: node.clone(),
-                            authority,
-                            host_header,
-                            state,
-                        })
-                    })
+                    .map(|(node, state)| Arc::new(Endpoint::new(service.clone(), node.clone(), state)))
                     .collect();
                 let policy = &version.upstream;
                 let builtin = balance::build(policy.balancer, &endpoints, &policy.hash_key);
@@ -131,7 +119,6 @@ impl Snapshot {
                     tiers: ArcSwap::from_pointee(tiers),
                     live: live.service(&service),
                     locality: locality.clone(),
-                    client: live.client(policy.timeouts.connect),
                     health: UpstreamHealth::new(&service, evaluator, live.health_hub()),
                     endpoints,
                 }));

@@ -1,0 +1,190 @@
+//! Keep-alive HTTP/1.1 connections to one endpoint.
+//!
+//! Each endpoint keeps a LIFO stack of idle connections (hyper `SendRequest`
+//! handles whose connection task runs on its own). A try takes the most recently
+//! used one that is still open, or connects anew; the response body hands the
+//! connection back when it ends. The pool lives in the endpoint's live state, so
+//! connections survive config reloads for every endpoint that stays.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle connections are dropped after this long (below common upstream keep-alive
+/// timeouts, e.g. nginx's 75 s, so the gateway closes first).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per endpoint; more are closed when they come back.
+pub const MAX_IDLE: usize = 512;
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The host name did not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// Connecting took longer than the connect timeout.
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection was refused or failed.
+    #[error("connect failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP/1.1 handshake failed.
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+struct Idle<B> {
+    tx: SendRequest<B>,
+    since: Instant,
+}
+
+/// Idle connections of one endpoint.
+pub struct ConnPool<B> {
+    idle: Mutex<Vec<Idle<B>>>,
+}
+
+impl<B> std::fmt::Debug for ConnPool<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnPool").field("idle", &self.idle_count()).finish()
+    }
+}
+
+impl<B> Default for ConnPool<B> {
+    fn default() -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<B> ConnPool<B> {
+    /// The most recently returned connection that is still open, if any.
+    pub fn take(&self) -> Option<SendRequest<B>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(c) = idle.pop() {
+            if !c.tx.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection after its response ended.
+    pub fn put(&self, tx: SendRequest<B>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() >= MAX_IDLE {
+            // Drop the oldest: the stack is used from the top.
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            tx,
+            since: Instant::now(),
+        });
+    }
+
+    /// Idle connections held.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Where an endpoint is: a resolved address, or a name resolved per connection.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An IP literal.
+    Addr(SocketAddr),
+    /// `host:port` to resolve when connecting.
+    Name(String),
+}
+
+impl Target {
+    /// The target for `host` and `port`.
+    pub fn new(host: &str, port: u16) -> Self {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
+            Err(_) => Target::Name(format!("{host}:{port}")),
+        }
+    }
+}
+
+/// Opens a new HTTP/1.1 connection to `target` within `timeout` (resolution
+/// included) and starts its connection task.
+pub async fn connect<B>(target: &Target, timeout: Duration) -> Result<SendRequest<B>, ConnectError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::time::timeout(timeout, async {
+        let addr = match target {
+            Target::Addr(a) => *a,
+            Target::Name(name) => tokio::net::lookup_host(name.as_str())
+                .await?
+                .next()
+                .ok_or_else(|| ConnectError::Resolve(name.clone()))?,
+        };
+        Ok::<_, ConnectError>(TcpStream::connect(addr).await?)
+    })
+    .await
+    .map_err(|_| ConnectError::Timeout(timeout))??;
+    stream.set_nodelay(true)?;
+    let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_are_reused_until_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let pool = ConnPool::<Empty<Bytes>>::default();
+        assert!(pool.take().is_none());
+        let tx = connect::<Empty<Bytes>>(&Target::Addr(addr), Duration::from_secs(1))
+            .await
+            .unwrap();
+        pool.put(tx);
+        assert_eq!(pool.idle_count(), 1);
+        assert!(pool.take().is_some(), "an open connection is reused");
+        let server_side = accepted.await.unwrap().unwrap();
+        drop(server_side);
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn refused_and_unresolvable_targets_fail_fast() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let err = connect::<Empty<Bytes>>(&Target::new("127.0.0.1", port), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Io(_)), "{err:?}");
+        let err = connect::<Empty<Bytes>>(&Target::new("no-such-host.invalid", 80), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ConnectError::Io(_) | ConnectError::Resolve(_) | ConnectError::Timeout(_)
+        ));
+    }
+}
