@@ -15,7 +15,7 @@ use gatehouse::balance::roundrobin::RoundRobin;
 use gatehouse::balance::{Balancer, Candidate, CandidateSet, NodeSet, PickContext, RequestView};
 use gatehouse::config::model::Node;
 use gatehouse::plugin::balancer::PluginBalancer;
-use gatehouse::plugin::counters::LocalCounters;
+use gatehouse::plugin::counters::HostCounters;
 use gatehouse::plugin::registry::{Host, Registry};
 use gatehouse::plugin::{Kind, PluginEngine, PluginLimits};
 use gatehouse::upstream::{Endpoint, EndpointState};
@@ -44,13 +44,13 @@ fn plugin_balancer() -> (Registry, PluginBalancer) {
     let host = Arc::new(Host {
         engine: PluginEngine::shared().expect("plugin engine"),
         limits: PluginLimits::default(),
-        counters: Arc::new(LocalCounters::new()),
+        counters: Arc::new(HostCounters::new()),
     });
     let dir = std::env::temp_dir();
     let registry = Registry::new(host, dir, None);
     registry.load("round_robin", &bytes);
     assert_eq!(registry.slot("round_robin").state(), "active");
-    let use_ = registry.register_use("round_robin", Kind::Balancer, "{}", "bench@1".into());
+    let use_ = registry.register_use("round_robin", Kind::Balancer, "{}", "bench", "1");
     let balancer = PluginBalancer::new(use_, Arc::new(RoundRobin::new()));
     (registry, balancer)
 }

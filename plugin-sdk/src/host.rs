@@ -16,8 +16,9 @@ pub fn now_us() -> u64 {
 }
 
 /// Adds `delta` to counter `key` in the current fixed window of `window_ms` and returns
-/// the new value and the time left in the window. Counters are shared by every instance
-/// of the plugin in the gateway; `delta` 0 reads.
+/// the new value and the time left in the window. Counters are namespaced by plugin and
+/// service: shared by every instance of the plugin serving the same service in the
+/// gateway (and by every unit of the group when `gateway.redis` is set); `delta` 0 reads.
 pub fn counter_add(key: u64, delta: i64, window_ms: u32) -> Window {
     imp::counter_add(key, delta, window_ms)
 }

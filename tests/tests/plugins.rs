@@ -2,6 +2,10 @@
 //! plugins at work, hot reload under load, and the fault fixtures contained.
 //!
 //! The `.wasm` files come from `scripts/build-plugins.sh` (run by `scripts/test.sh`).
+//! Health-evaluator and rate-limiter plugins are in [`kinds`].
+
+#[path = "plugins/kinds.rs"]
+mod kinds;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,27 +43,36 @@ fn install(dir: &Path, name: &str, plugin: &str) {
     install_bytes(dir, name, &std::fs::read(wasm(plugin)).unwrap());
 }
 
-/// One service of a test config: route prefix, `plugins:` YAML, nodes.
+/// One service of a test config: route prefix, `plugins:` YAML, nodes (port, tags), and
+/// extra YAML under `upstream:` (indented 10) and in the version (indented 8).
+#[derive(Default)]
 struct Svc<'a> {
     name: &'a str,
     prefix: &'a str,
     plugins: String,
     nodes: Vec<(u16, &'a str)>,
     retries: u32,
+    upstream: &'a str,
+    extra: &'a str,
 }
 
 fn config(dir: &Path, services: &[Svc<'_>]) -> String {
+    config_with(dir, "", services)
+}
+
+/// As [`config`], with extra `gateway:` lines (indented 2).
+fn config_with(dir: &Path, gateway: &str, services: &[Svc<'_>]) -> String {
     let mut out = format!(
         "gateway:\n  listen: 127.0.0.1:0\n  admin: {{ listen: 127.0.0.1:0 }}\n  group: g\n  \
-         plugins_dir: {}\n  state_dir: {}\n  access_log: false\nservices:\n",
+         plugins_dir: {}\n  state_dir: {}\n  access_log: false\n{gateway}\nservices:\n",
         dir.join("plugins").display(),
         dir.join("state").display()
     );
     for s in services {
         out += &format!(
             "  - name: {}\n    versions:\n      - version: 1.0.0\n        routes:\n          - {{ uri: \"{}*\" }}\n        \
-             upstream:\n          type: roundrobin\n          retries: {}\n        plugins:\n{}\n",
-            s.name, s.prefix, s.retries, s.plugins
+             upstream:\n          type: roundrobin\n          retries: {}\n{}\n        plugins:\n{}\n{}\n",
+            s.name, s.prefix, s.retries, s.upstream, s.plugins, s.extra
         );
     }
     out += "gateway_groups:\n  - name: g\n    services:\n";
@@ -114,6 +127,7 @@ async fn canary_balancer_splits_real_traffic() {
             plugins: plugin_yaml("balancer", "canary", "{ percent: 10, header: x-canary }"),
             nodes: vec![(a.port(), ""), (b.port(), ""), (c.port(), "canary")],
             retries: 0,
+            ..Default::default()
         }],
     );
     let gw = TestGateway::start(&yaml).await;
@@ -168,6 +182,7 @@ async fn retry_plugin_retries_what_the_builtin_would_not() {
             plugins,
             nodes: vec![(bad.port(), ""), (good.port(), "")],
             retries: 0,
+            ..Default::default()
         }]
     };
     let yaml = config(
@@ -219,6 +234,7 @@ async fn hot_reload_under_load_loses_no_request() {
             plugins: plugin_yaml("balancer", "lb", "{}"),
             nodes: vec![(low.port(), ""), (high.port(), "")],
             retries: 0,
+            ..Default::default()
         }],
     );
     let gw = Arc::new(TestGateway::start(&yaml).await);
@@ -346,6 +362,7 @@ async fn faulty_plugins_are_contained_classified_and_disabled() {
             plugins: plugin_yaml("balancer", name, "{}"),
             nodes: vec![(a.port(), ""), (b.port(), "")],
             retries: 0,
+            ..Default::default()
         })
         .collect();
     let gw = TestGateway::start(&config(dir.path(), &services)).await;
@@ -420,6 +437,7 @@ async fn the_binary_loads_plugins_at_startup() {
             plugins: plugin_yaml("balancer", "round_robin", "{}"),
             nodes: vec![(a.port(), ""), (b.port(), "")],
             retries: 0,
+            ..Default::default()
         }],
     );
     let path = write_config(dir.path(), "gatehouse.yaml", &yaml);

@@ -14,7 +14,7 @@ use wasmtime::Store;
 
 use super::bindings::balancer::{Balancer as World, BalancerPre};
 use super::bindings::types::{Node, PickRequest};
-use super::engine::{PluginCtx, St};
+use super::engine::{Owner, St};
 use super::instance::{Fault, WarmMap, guarded};
 use super::keys::{self, KeySource};
 use super::loader::{RejectReason, Rejection};
@@ -72,7 +72,7 @@ impl PluginBalancer {
             let i = match warm.find(self.use_.id, generation.id) {
                 Some(i) => i,
                 None => {
-                    let inst = instantiate(&self.use_.host, pre, generation.ctx.clone(), &self.use_.config)?;
+                    let inst = instantiate(&self.use_.host, pre, self.use_.owner(generation), &self.use_.config)?;
                     generation.stats.instantiated();
                     warm.insert(&self.use_, generation.id, inst)
                 }
@@ -108,9 +108,9 @@ impl Balancer for PluginBalancer {
 }
 
 /// A fresh instance: instantiate, `init(config)`, `keys()`.
-fn instantiate(host: &Host, pre: &BalancerPre<St>, ctx: Arc<PluginCtx>, config: &str) -> Result<Instance, Fault> {
+fn instantiate(host: &Host, pre: &BalancerPre<St>, owner: Owner, config: &str) -> Result<Instance, Fault> {
     let limits = &host.limits;
-    let mut store = host.engine.store(ctx, limits.memory, limits.init_deadline);
+    let mut store = host.engine.store(owner, limits.memory, limits.init_deadline);
     let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
     let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
     let api = world.gatehouse_plugin_balance();
@@ -174,9 +174,8 @@ fn pick(
             .filter(|i| ctx.excluded.contains(*i as usize)),
     );
     req.keys.clear();
-    let (parts, remote) = (ctx.request.parts, ctx.request.remote);
-    req.keys
-        .extend(inst.keys.iter().map(|k| keys::resolve(k, parts, remote)));
+    let input = keys::KeyInput::from_parts(ctx.request.parts, ctx.request.remote);
+    req.keys.extend(inst.keys.iter().map(|k| keys::resolve(k, &input)));
     let started = Instant::now();
     let choice = guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &inst.request))?;
     generation.stats.call(started.elapsed());
@@ -199,16 +198,11 @@ fn pick(
 
 /// Validation of a new file or config: `init` accepts `config`, then a smoke call
 /// (`keys`, `update` with three nodes, `pick`) returns in time with a valid answer.
-pub(super) fn validate(
-    host: &Host,
-    generation: &Generation,
-    ctx: Arc<PluginCtx>,
-    config: &str,
-) -> Result<(), Rejection> {
+pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, config: &str) -> Result<(), Rejection> {
     let Some(pre) = generation.pres.balancer.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a balancer"));
     };
-    let mut inst = instantiate(host, pre, ctx, config).map_err(|f| match f.kind {
+    let mut inst = instantiate(host, pre, owner, config).map_err(|f| match f.kind {
         FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
         _ => Rejection::new(RejectReason::Smoke, f.to_string()),
     })?;

@@ -12,7 +12,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, types::Level};
-use super::counters::HostCounters;
+use super::counters::CounterScope;
 
 /// How often the epoch advances: the resolution of every plugin deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -155,10 +155,11 @@ impl PluginEngine {
         &self.compat
     }
 
-    /// A store for one instance of a plugin, with its limiter installed and a deadline
-    /// of `deadline` set (an epoch store without one traps at once).
-    pub fn store(&self, ctx: Arc<PluginCtx>, memory_cap: usize, deadline: Duration) -> Store<St> {
-        let mut store = Store::new(&self.engine, St::new(ctx, memory_cap));
+    /// A store for one instance of a plugin working for `owner`, with its limiter
+    /// installed and a deadline of `deadline` set (an epoch store without one traps at
+    /// once).
+    pub fn store(&self, owner: Owner, memory_cap: usize, deadline: Duration) -> Store<St> {
+        let mut store = Store::new(&self.engine, St::new(owner, memory_cap));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(deadline));
         store
@@ -253,13 +254,11 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Most log lines one plugin may write per second; the rest are dropped and counted.
 const LOG_LINES_PER_SEC: u32 = 50;
 
-/// Who a store belongs to: the plugin's name (for logs and the counter namespace) and
-/// the counters it shares.
+/// Who a store belongs to: the plugin's name and its log budget, shared by the stores of
+/// one loaded file.
 pub struct PluginCtx {
     /// Plugin name.
     pub name: Arc<str>,
-    namespace: u64,
-    counters: Arc<dyn HostCounters>,
     log_second: AtomicU64,
     log_lines: AtomicU32,
     /// Log lines dropped by the volume cap.
@@ -275,12 +274,10 @@ impl std::fmt::Debug for PluginCtx {
 }
 
 impl PluginCtx {
-    /// A context for plugin `name` sharing `counters`.
-    pub fn new(name: &str, counters: Arc<dyn HostCounters>) -> Arc<Self> {
+    /// A context for plugin `name`.
+    pub fn new(name: &str) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
-            namespace: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
-            counters,
             log_second: AtomicU64::new(0),
             log_lines: AtomicU32::new(0),
             logs_dropped: AtomicU64::new(0),
@@ -300,6 +297,16 @@ impl PluginCtx {
     }
 }
 
+/// Whom a store works for: the plugin (name, log budget) and the counters its
+/// `counter-add` reaches (the use's scope, or scratch counters during validation).
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// The loaded file's context.
+    pub ctx: Arc<PluginCtx>,
+    /// The counters.
+    pub counters: CounterScope,
+}
+
 /// Data of one plugin store.
 pub struct St {
     wasi: WasiCtx,
@@ -307,13 +314,14 @@ pub struct St {
     /// The memory cap.
     pub limiter: Limiter,
     ctx: Arc<PluginCtx>,
+    counters: CounterScope,
     /// The last error-level line the plugin logged during the current call (its panic
     /// message, when the SDK's hook ran), for fault reports.
     pub last_error: Option<String>,
 }
 
 impl St {
-    fn new(ctx: Arc<PluginCtx>, memory_cap: usize) -> Self {
+    fn new(Owner { ctx, counters }: Owner, memory_cap: usize) -> Self {
         Self {
             // No args, env, preopened directories, sockets or stdio.
             wasi: WasiCtx::builder().build(),
@@ -323,6 +331,7 @@ impl St {
                 denied: false,
             },
             ctx,
+            counters,
             last_error: None,
         }
     }
@@ -352,7 +361,7 @@ impl St {
     }
 
     pub(super) fn counter_add(&mut self, key: u64, delta: i64, window_ms: u32) -> (i64, u32) {
-        self.ctx.counters.add(self.ctx.namespace, key, delta, window_ms)
+        self.counters.add(key, delta, window_ms)
     }
 }
 

@@ -1,7 +1,9 @@
-//! Health-evaluator plugins: validation (init + a smoke `evaluate`) and the caller a
-//! `HealthEvaluator` adapter uses for each observation. The plugin only classifies; the
-//! host keeps counters, thresholds and node states, and a `builtin` verdict (or any
-//! failure) means the built-in classification applies.
+//! Health-evaluator plugins: the [`HealthEvaluator`] adapter, validation (init + a smoke
+//! `evaluate`) and the caller the adapter uses for each observation. The plugin only
+//! classifies; the host keeps counters, thresholds and node states. A `builtin` verdict,
+//! an absent or disabled plugin, and any fault (trap, deadline, memory cap, a fresh
+//! instance that fails to start) mean the built-in evaluator the adapter carries
+//! classifies that observation.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -9,12 +11,85 @@ use std::time::Instant;
 use wasmtime::Store;
 
 use super::bindings::health_evaluator::{HealthEvaluator as World, HealthEvaluatorPre};
-use super::bindings::types::{HealthVerdict, Observation, ObservationSource, Observed};
-use super::engine::{PluginCtx, St};
+use super::bindings::types::{FailureKind as WitKind, HealthVerdict, Observation, ObservationSource, Observed};
+use super::engine::{Owner, St};
 use super::instance::{Fault, guarded};
+use super::keys;
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
 use super::stats::FaultKind;
+use crate::health::{self, FailureKind, HealthEvaluator, NodeInfo, Source, Verdict};
+
+/// A health-evaluator plugin with the built-in evaluator (the version's `checks` lists)
+/// as its fallback.
+pub struct PluginEvaluator {
+    plugin: PluginHealth,
+    builtin: Arc<dyn HealthEvaluator>,
+}
+
+impl std::fmt::Debug for PluginEvaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEvaluator")
+            .field("plugin", &self.plugin.use_.slot.name)
+            .field("builtin", &self.builtin.name())
+            .finish()
+    }
+}
+
+impl PluginEvaluator {
+    /// Wraps `builtin` with the plugin of `use_`.
+    pub fn new(use_: Arc<PluginUse>, builtin: Arc<dyn HealthEvaluator>) -> Self {
+        Self {
+            plugin: PluginHealth::new(use_),
+            builtin,
+        }
+    }
+}
+
+impl HealthEvaluator for PluginEvaluator {
+    fn name(&self) -> &str {
+        &self.plugin.use_.slot.name
+    }
+
+    fn evaluate(&self, node: &NodeInfo<'_>, obs: &health::Observation) -> Verdict {
+        self.plugin
+            .evaluate(&observation(node, obs))
+            .and_then(verdict)
+            .unwrap_or_else(|| self.builtin.evaluate(node, obs))
+    }
+}
+
+/// What the plugin sees of an observation: the node as `key_hash("host:port")`, and the
+/// latency in microseconds (saturating at about 71 minutes).
+pub fn observation(node: &NodeInfo<'_>, obs: &health::Observation) -> Observation {
+    Observation {
+        node: keys::hash(node.key.authority.as_bytes()),
+        source: match obs.source {
+            Source::Active => ObservationSource::Probe,
+            Source::Passive => ObservationSource::Traffic,
+        },
+        observed: match obs.observed {
+            health::Observed::Status(s) => Observed::Status(s),
+            health::Observed::Connected => Observed::Connected,
+            health::Observed::ConnectFailure => Observed::ConnectFailure,
+            health::Observed::Timeout => Observed::Timeout,
+            health::Observed::Reset => Observed::Reset,
+        },
+        latency_us: u32::try_from(obs.latency.as_micros()).unwrap_or(u32::MAX),
+    }
+}
+
+/// The host's verdict for a plugin's; `None` for `builtin` (the built-in classifies).
+pub fn verdict(v: HealthVerdict) -> Option<Verdict> {
+    Some(match v {
+        HealthVerdict::Success => Verdict::Success,
+        HealthVerdict::Failure(WitKind::Http) => Verdict::Failure(FailureKind::Http),
+        HealthVerdict::Failure(WitKind::Tcp) => Verdict::Failure(FailureKind::Tcp),
+        HealthVerdict::Failure(WitKind::Timeout) => Verdict::Failure(FailureKind::Timeout),
+        HealthVerdict::Ignore => Verdict::Ignore,
+        HealthVerdict::Builtin => return None,
+    })
+}
 
 struct Instance {
     generation: u64,
@@ -24,7 +99,8 @@ struct Instance {
 
 /// Evaluates observations with a health-evaluator plugin. One instance serves every
 /// observation of a use (behind a mutex), so a plugin that keeps per-node history sees
-/// all of it; a fault drops the instance and answers `None` (classify with the built-in).
+/// all of it; a fault is counted, drops the instance and answers `None` (classify with
+/// the built-in).
 pub struct PluginHealth {
     use_: Arc<PluginUse>,
     inst: Mutex<Option<Instance>>,
@@ -62,7 +138,7 @@ impl PluginHealth {
                 &self.use_.host,
                 generation.id,
                 pre,
-                generation.ctx.clone(),
+                self.use_.owner(generation),
                 &self.use_.config,
             ) {
                 Ok(i) => {
@@ -101,11 +177,11 @@ fn fresh(
     host: &Host,
     generation: u64,
     pre: &HealthEvaluatorPre<St>,
-    ctx: Arc<PluginCtx>,
+    owner: Owner,
     config: &str,
 ) -> Result<Instance, Fault> {
     let limits = &host.limits;
-    let mut store = host.engine.store(ctx, limits.memory, limits.init_deadline);
+    let mut store = host.engine.store(owner, limits.memory, limits.init_deadline);
     let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
     let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
     guarded(&mut store, limits.init_deadline, "init", |s| {
@@ -121,16 +197,11 @@ fn fresh(
 }
 
 /// Validation: `init` accepts `config` and `evaluate` answers a fast 200 in time.
-pub(super) fn validate(
-    host: &Host,
-    generation: &Generation,
-    ctx: Arc<PluginCtx>,
-    config: &str,
-) -> Result<(), Rejection> {
+pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, config: &str) -> Result<(), Rejection> {
     let Some(pre) = generation.pres.health.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a health evaluator"));
     };
-    let mut inst = fresh(host, generation.id, pre, ctx, config).map_err(|f| match f.kind {
+    let mut inst = fresh(host, generation.id, pre, owner, config).map_err(|f| match f.kind {
         FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
         _ => Rejection::new(RejectReason::Smoke, f.to_string()),
     })?;

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use http::request::Parts;
+use http::{HeaderMap, Method, Uri};
 
 use super::bindings::types::RequestKey;
 
@@ -57,11 +58,36 @@ pub fn hash(value: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(value).max(1)
 }
 
+/// What request keys are taken from: the request head and the client address.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyInput<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI (path and query).
+    pub uri: &'a Uri,
+    /// The headers (and cookies).
+    pub headers: &'a HeaderMap,
+    /// The client address.
+    pub remote: SocketAddr,
+}
+
+impl<'a> KeyInput<'a> {
+    /// The input of a request head.
+    pub fn from_parts(parts: &'a Parts, remote: SocketAddr) -> Self {
+        Self {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            remote,
+        }
+    }
+}
+
 /// The key's hash for one request (0 when the request does not carry it).
-pub fn resolve(key: &KeySource, parts: &Parts, remote: SocketAddr) -> u64 {
+pub fn resolve(key: &KeySource, req: &KeyInput<'_>) -> u64 {
     match key {
-        KeySource::Header(name) => parts.headers.get(name).map_or(0, |v| hash(v.as_bytes())),
-        KeySource::Query(name) => parts
+        KeySource::Header(name) => req.headers.get(name).map_or(0, |v| hash(v.as_bytes())),
+        KeySource::Query(name) => req
             .uri
             .query()
             .and_then(|q| {
@@ -71,7 +97,7 @@ pub fn resolve(key: &KeySource, parts: &Parts, remote: SocketAddr) -> u64 {
                 })
             })
             .unwrap_or(0),
-        KeySource::Cookie(name) => parts
+        KeySource::Cookie(name) => req
             .headers
             .get_all(http::header::COOKIE)
             .iter()
@@ -85,12 +111,12 @@ pub fn resolve(key: &KeySource, parts: &Parts, remote: SocketAddr) -> u64 {
         KeySource::ClientIp => {
             let mut buf = [0u8; 64];
             let mut w = std::io::Cursor::new(&mut buf[..]);
-            let _ = write!(w, "{}", remote.ip());
+            let _ = write!(w, "{}", req.remote.ip());
             let n = w.position() as usize;
             hash(&buf[..n])
         }
-        KeySource::Path => hash(parts.uri.path().as_bytes()),
-        KeySource::Method => hash(parts.method.as_str().as_bytes()),
+        KeySource::Path => hash(req.uri.path().as_bytes()),
+        KeySource::Method => hash(req.method.as_str().as_bytes()),
     }
 }
 
@@ -126,7 +152,8 @@ mod tests {
             RequestKey::Method,
         ])
         .unwrap();
-        let got: Vec<u64> = keys.iter().map(|k| resolve(k, &p, remote)).collect();
+        let input = KeyInput::from_parts(&p, remote);
+        let got: Vec<u64> = keys.iter().map(|k| resolve(k, &input)).collect();
         assert_eq!(
             got,
             vec![

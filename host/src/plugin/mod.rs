@@ -10,8 +10,11 @@
 //! - [`watcher`]: reloads when the directory changes, off the request path.
 //! - [`instance`]: guarded calls (deadline, trap and panic containment) and the warm
 //!   instances kept per worker thread.
-//! - adapters: [`balancer`], [`retry`] (policy traits, each carrying the built-in as its
-//!   fallback), [`health`] and [`ratelimit`] (plugin callers for those traits).
+//! - adapters, one per policy trait, each carrying the built-in as its fallback:
+//!   [`balancer`], [`retry`], [`health`] and [`ratelimit`] (which also applies the
+//!   built-in rules alongside the plugin).
+//! - [`counters`]: the `host.counter-add` import on the gateway's shared counters,
+//!   namespaced per plugin and service.
 //! - [`admin`] and [`metrics`]: what operators see.
 //!
 //! [`PluginRuntime`] ties them together and implements [`PolicyHooks`], so a snapshot
@@ -27,6 +30,8 @@ pub mod instance;
 pub mod keys;
 pub mod loader;
 pub mod metrics;
+#[cfg(test)]
+mod policy_tests;
 pub mod ratelimit;
 pub mod registry;
 pub mod retry;
@@ -45,11 +50,13 @@ pub use registry::{Generation, Registry, Slot};
 pub use stats::FaultKind;
 
 use crate::balance::Balancer;
-use crate::config::model::{GatewaySettings, ServiceVersion};
+use crate::config::model::{GatewaySettings, PluginRef, ServiceVersion};
+use crate::health::HealthEvaluator;
+use crate::ratelimit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::upstream::PolicyHooks;
-use counters::{HostCounters, LocalCounters};
-use registry::Host;
+use counters::HostCounters;
+use registry::{Host, PluginUse};
 
 /// What a plugin may spend per call and per instance, and when it is disabled.
 #[derive(Debug, Clone)]
@@ -136,20 +143,17 @@ impl std::fmt::Debug for PluginRuntime {
 }
 
 impl PluginRuntime {
-    /// Starts on the process's shared engine with local counters: loads what the
-    /// directory holds now (before returning, so the first request can use it), then
-    /// watches it.
+    /// Starts on the process's shared engine: loads what the directory holds now (before
+    /// returning, so the first request can use it), then watches it. Plugin counters are
+    /// unit-local until the first snapshot hands over the gateway's (see
+    /// [`HostCounters`]).
     pub fn start(settings: PluginSettings) -> Result<Arc<Self>, PluginError> {
         let engine = PluginEngine::shared().map_err(PluginError::Engine)?;
-        Self::start_with(engine, Arc::new(LocalCounters::new()), settings)
+        Self::start_with(engine, settings)
     }
 
-    /// As [`start`](Self::start) with a given engine and counter store.
-    pub fn start_with(
-        engine: Arc<PluginEngine>,
-        counters: Arc<dyn HostCounters>,
-        settings: PluginSettings,
-    ) -> Result<Arc<Self>, PluginError> {
+    /// As [`start`](Self::start) with a given engine.
+    pub fn start_with(engine: Arc<PluginEngine>, settings: PluginSettings) -> Result<Arc<Self>, PluginError> {
         if !settings.dir.is_dir() {
             tracing::info!(
                 dir = %settings.dir.display(),
@@ -160,7 +164,7 @@ impl PluginRuntime {
         let host = Arc::new(Host {
             engine,
             limits: settings.limits.clone(),
-            counters,
+            counters: Arc::new(HostCounters::new()),
         });
         let registry = Arc::new(Registry::new(host, settings.dir.clone(), settings.cache_dir.clone()));
         registry.sync_dir();
@@ -186,27 +190,16 @@ impl PluginRuntime {
         self.registry.sync_dir();
     }
 
-    /// A health-evaluator caller for `version`'s `plugins.health`, if it names one.
-    pub fn health_evaluator(&self, version: &ServiceVersion) -> Option<health::PluginHealth> {
-        let r = version.plugins.health.as_ref()?;
-        let use_ = self
-            .registry
-            .register_use(&r.name, Kind::HealthEvaluator, &r.config, label(version));
-        Some(health::PluginHealth::new(use_))
+    /// The counters behind `host.counter-add`.
+    pub fn counters(&self) -> &Arc<HostCounters> {
+        &self.registry.host.counters
     }
 
-    /// A rate-limiter caller for `version`'s `plugins.rate_limit`, if it names one.
-    pub fn rate_limiter(&self, version: &ServiceVersion) -> Option<ratelimit::PluginLimiter> {
-        let r = version.plugins.rate_limit.as_ref()?;
-        let use_ = self
-            .registry
-            .register_use(&r.name, Kind::RateLimiter, &r.config, label(version));
-        Some(ratelimit::PluginLimiter::new(use_))
+    /// Registers `version`'s use of the plugin `r` names as a `kind`.
+    fn register(&self, r: &PluginRef, kind: Kind, version: &ServiceVersion) -> Arc<PluginUse> {
+        self.registry
+            .register_use(&r.name, kind, &r.config, &version.service, &version.version)
     }
-}
-
-fn label(version: &ServiceVersion) -> String {
-    format!("{}@{}", version.service, version.version)
 }
 
 impl PolicyHooks for PluginRuntime {
@@ -214,19 +207,49 @@ impl PolicyHooks for PluginRuntime {
         let Some(r) = &version.plugins.balancer else {
             return builtin;
         };
-        let use_ = self
-            .registry
-            .register_use(&r.name, Kind::Balancer, &r.config, label(version));
-        Arc::new(balancer::PluginBalancer::new(use_, builtin))
+        Arc::new(balancer::PluginBalancer::new(
+            self.register(r, Kind::Balancer, version),
+            builtin,
+        ))
     }
 
     fn retry(&self, version: &ServiceVersion, builtin: Arc<dyn RetryPolicy>) -> Arc<dyn RetryPolicy> {
         let Some(r) = &version.plugins.retry else {
             return builtin;
         };
-        let use_ = self
-            .registry
-            .register_use(&r.name, Kind::RetryPolicy, &r.config, label(version));
-        Arc::new(retry::PluginRetry::new(use_, builtin))
+        Arc::new(retry::PluginRetry::new(
+            self.register(r, Kind::RetryPolicy, version),
+            builtin,
+        ))
+    }
+
+    fn health_evaluator(
+        &self,
+        version: &ServiceVersion,
+        builtin: Arc<dyn HealthEvaluator>,
+    ) -> Arc<dyn HealthEvaluator> {
+        let Some(r) = &version.plugins.health else {
+            return builtin;
+        };
+        Arc::new(health::PluginEvaluator::new(
+            self.register(r, Kind::HealthEvaluator, version),
+            builtin,
+        ))
+    }
+
+    /// Also hands the gateway's counters (`builtin.counters()`) to the plugin host, so
+    /// every plugin's `counter-add` counts where the built-in limiter does: in this
+    /// unit, or shared through Redis when `gateway.redis` is set.
+    fn rate_limiter(&self, version: &ServiceVersion, builtin: Arc<dyn RateLimiter>) -> Arc<dyn RateLimiter> {
+        if let Some(counters) = builtin.counters() {
+            self.counters().bind(counters);
+        }
+        let Some(r) = &version.plugins.rate_limit else {
+            return builtin;
+        };
+        Arc::new(ratelimit::PluginRateLimiter::new(
+            self.register(r, Kind::RateLimiter, version),
+            builtin,
+        ))
     }
 }

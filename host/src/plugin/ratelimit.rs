@@ -1,23 +1,130 @@
-//! Rate-limiter plugins: validation (init + a smoke `check`) and a warm-instance limiter
-//! that a `RateLimiter` adapter calls for each request. Counters live in the host
-//! (`host.counter-add`), so every worker thread's instance sees the same counts.
+//! Rate-limiter plugins: the [`RateLimiter`] adapter, validation (init + a smoke
+//! `check`) and the warm-instance caller the adapter asks for each request. Counters live
+//! in the host (`host.counter-add`, the gateway's shared counters), so every worker
+//! thread's instance sees the same counts, and with `gateway.redis` so does every unit.
+//!
+//! The adapter applies the plugin's decision and the built-in rules together; the
+//! strictest wins:
+//!
+//! 1. The plugin decides first. `deny` answers 429 at once; the built-in rules and quota
+//!    are not consulted, so a request the plugin refuses spends none of them.
+//! 2. Otherwise the built-in limiter decides. A refusal of it (429, 403 quota, 503) is
+//!    the answer; the plugin has counted that request (a plugin counts in `check` and
+//!    cannot know what came after).
+//! 3. Both admitted: the `RateLimit-*` headers are those of whichever limit has fewer
+//!    requests left.
+//!
+//! An absent or disabled plugin, a refused config, and every fault (trap, deadline,
+//! memory cap, a broken `keys` contract) leave the request to the built-in alone.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::request::Parts;
 use wasmtime::Store;
 
 use super::bindings::rate_limiter::{RateLimiter as World, RateLimiterPre};
-use super::bindings::types::{LimitRequest, LimitVerdict};
-use super::engine::{PluginCtx, St};
+use super::bindings::types::{LimitRequest, LimitState, LimitVerdict};
+use super::engine::{Owner, St};
 use super::instance::{Fault, WarmMap, guarded};
-use super::keys::{self, KeySource};
+use super::keys::{self, KeyInput, KeySource};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
 use super::stats::FaultKind;
+use crate::ratelimit::{self, Decision, RateHeaders, RateLimiter, SharedCounters};
+
+/// A rate-limiter plugin combined with the built-in limiter of the version (its
+/// `limits:` and `quota:`), which is also its fallback.
+pub struct PluginRateLimiter {
+    plugin: PluginLimiter,
+    builtin: Arc<dyn RateLimiter>,
+    /// The rule name of the plugin's refusals (the plugin's name).
+    rule: Arc<str>,
+}
+
+impl std::fmt::Debug for PluginRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRateLimiter")
+            .field("plugin", &self.rule)
+            .field("builtin", &self.builtin.name())
+            .finish()
+    }
+}
+
+impl PluginRateLimiter {
+    /// Combines the plugin of `use_` with `builtin`.
+    pub fn new(use_: Arc<PluginUse>, builtin: Arc<dyn RateLimiter>) -> Self {
+        let rule = use_.slot.name.as_str().into();
+        Self {
+            plugin: PluginLimiter::new(use_),
+            builtin,
+            rule,
+        }
+    }
+}
+
+impl RateLimiter for PluginRateLimiter {
+    fn name(&self) -> &str {
+        &self.rule
+    }
+
+    fn check(&self, req: &ratelimit::LimitRequest<'_>) -> Decision {
+        let input = KeyInput {
+            method: req.method,
+            uri: req.uri,
+            headers: req.headers,
+            remote: req.remote,
+        };
+        combine(&self.rule, self.plugin.check(&input), || self.builtin.check(req))
+    }
+
+    fn counters(&self) -> Option<Arc<SharedCounters>> {
+        self.builtin.counters()
+    }
+}
+
+/// The combined decision: the plugin's verdict (`None`: no usable plugin or a fault)
+/// and, unless the plugin refused, the built-in's.
+pub fn combine(rule: &Arc<str>, plugin: Option<LimitVerdict>, builtin: impl FnOnce() -> Decision) -> Decision {
+    match plugin {
+        Some(LimitVerdict::Deny(s)) => {
+            let reset = Duration::from_millis(u64::from(s.reset_ms));
+            Decision::Limited {
+                rule: rule.clone(),
+                retry_after: reset,
+                headers: RateHeaders {
+                    limit: u64::from(s.limit),
+                    remaining: 0,
+                    reset,
+                },
+            }
+        }
+        Some(LimitVerdict::Allow(state)) => match builtin() {
+            Decision::Allow { headers } => Decision::Allow {
+                headers: tighter(headers, state.map(rate_headers)),
+            },
+            refused => refused,
+        },
+        None => builtin(),
+    }
+}
+
+fn rate_headers(s: LimitState) -> RateHeaders {
+    RateHeaders {
+        limit: u64::from(s.limit),
+        remaining: u64::from(s.remaining),
+        reset: Duration::from_millis(u64::from(s.reset_ms)),
+    }
+}
+
+/// The headers of the limit with fewer requests left (the built-in's on a tie).
+fn tighter(builtin: Option<RateHeaders>, plugin: Option<RateHeaders>) -> Option<RateHeaders> {
+    match (builtin, plugin) {
+        (Some(b), Some(p)) if p.remaining < b.remaining => Some(p),
+        (Some(b), _) => Some(b),
+        (None, p) => p,
+    }
+}
 
 struct Instance {
     store: Store<St>,
@@ -55,8 +162,8 @@ impl PluginLimiter {
         &self.use_.slot.name
     }
 
-    /// The plugin's verdict for one request.
-    pub fn check(&self, parts: &Parts, remote: SocketAddr) -> Option<LimitVerdict> {
+    /// The plugin's verdict for one request; a fault is counted and answers `None`.
+    pub fn check(&self, input: &KeyInput<'_>) -> Option<LimitVerdict> {
         let guard = self.use_.slot.current();
         let generation = guard.as_ref()?;
         let pre = generation.pres.rate_limit.as_ref()?;
@@ -70,7 +177,7 @@ impl PluginLimiter {
             let i = match warm.find(self.use_.id, generation.id) {
                 Some(i) => i,
                 None => {
-                    let inst = fresh(&self.use_.host, pre, generation.ctx.clone(), &self.use_.config)?;
+                    let inst = fresh(&self.use_.host, pre, self.use_.owner(generation), &self.use_.config)?;
                     generation.stats.instantiated();
                     warm.insert(&self.use_, generation.id, inst)
                 }
@@ -83,7 +190,7 @@ impl PluginLimiter {
             inst.request.keys.clear();
             inst.request
                 .keys
-                .extend(inst.keys.iter().map(|k| keys::resolve(k, parts, remote)));
+                .extend(inst.keys.iter().map(|k| keys::resolve(k, input)));
             let started = Instant::now();
             let api = inst.world.gatehouse_plugin_rate_limit();
             let result = guarded(&mut inst.store, self.use_.host.limits.call_deadline, "check", |s| {
@@ -108,9 +215,9 @@ impl PluginLimiter {
     }
 }
 
-fn fresh(host: &Host, pre: &RateLimiterPre<St>, ctx: Arc<PluginCtx>, config: &str) -> Result<Instance, Fault> {
+fn fresh(host: &Host, pre: &RateLimiterPre<St>, owner: Owner, config: &str) -> Result<Instance, Fault> {
     let limits = &host.limits;
-    let mut store = host.engine.store(ctx, limits.memory, limits.init_deadline);
+    let mut store = host.engine.store(owner, limits.memory, limits.init_deadline);
     let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
     let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
     let api = world.gatehouse_plugin_rate_limit();
@@ -131,16 +238,11 @@ fn fresh(host: &Host, pre: &RateLimiterPre<St>, ctx: Arc<PluginCtx>, config: &st
 }
 
 /// Validation: `init` accepts `config` and `check` answers a request without keys in time.
-pub(super) fn validate(
-    host: &Host,
-    generation: &Generation,
-    ctx: Arc<PluginCtx>,
-    config: &str,
-) -> Result<(), Rejection> {
+pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, config: &str) -> Result<(), Rejection> {
     let Some(pre) = generation.pres.rate_limit.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a rate limiter"));
     };
-    let mut inst = fresh(host, pre, ctx, config).map_err(|f| match f.kind {
+    let mut inst = fresh(host, pre, owner, config).map_err(|f| match f.kind {
         FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
         _ => Rejection::new(RejectReason::Smoke, f.to_string()),
     })?;

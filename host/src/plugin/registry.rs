@@ -11,8 +11,8 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::{ArcSwapOption, Guard};
 
-use super::counters::{HostCounters, LocalCounters};
-use super::engine::{PluginCtx, PluginEngine};
+use super::counters::{CounterScope, HostCounters};
+use super::engine::{Owner, PluginCtx, PluginEngine};
 use super::instance::Fault;
 use super::loader::{self, Kind, Pres, RejectReason, Rejection};
 use super::stats::Stats;
@@ -24,8 +24,8 @@ pub struct Host {
     pub engine: Arc<PluginEngine>,
     /// Per-call limits.
     pub limits: PluginLimits,
-    /// Shared counters behind `host.counter-add`.
-    pub counters: Arc<dyn HostCounters>,
+    /// The counters behind `host.counter-add`.
+    pub counters: Arc<HostCounters>,
 }
 
 impl std::fmt::Debug for Host {
@@ -53,7 +53,7 @@ pub struct Generation {
     pub from_cache: bool,
     /// Calls, faults, durations.
     pub stats: Stats,
-    /// Name, counters and log budget shared by its stores.
+    /// Name and log budget shared by its stores.
     pub ctx: Arc<PluginCtx>,
     disabled: AtomicBool,
     faults: Mutex<VecDeque<Instant>>,
@@ -193,6 +193,8 @@ pub struct PluginUse {
     pub config: String,
     /// Who uses it (`service@version`).
     pub label: String,
+    /// Where its instances count (`<plugin>/<service>`).
+    pub counters: CounterScope,
     /// The plugin.
     pub slot: Arc<Slot>,
     /// Engine, limits, counters.
@@ -220,6 +222,14 @@ impl PluginUse {
             return false;
         }
         true
+    }
+
+    /// Whom the stores of this use work for, on `generation`.
+    pub fn owner(&self, generation: &Generation) -> Owner {
+        Owner {
+            ctx: generation.ctx.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// Records a failed call: counts it, keeps the message, and disables the generation
@@ -326,16 +336,17 @@ impl Registry {
         lock(&self.slots).values().cloned().collect()
     }
 
-    /// Registers a config's use of plugin `name` and checks it against the serving
-    /// generation right away (init + smoke call); a refused config leaves that use on the
-    /// built-in policy and is reported.
-    pub fn register_use(&self, name: &str, kind: Kind, config: &str, label: String) -> Arc<PluginUse> {
+    /// Registers the use of plugin `name` by version `version` of service `service` and
+    /// checks it against the serving generation right away (init + smoke call); a refused
+    /// config leaves that use on the built-in policy and is reported.
+    pub fn register_use(&self, name: &str, kind: Kind, config: &str, service: &str, version: &str) -> Arc<PluginUse> {
         let slot = self.slot(name);
         let use_ = Arc::new(PluginUse {
             id: USE_IDS.fetch_add(1, Ordering::Relaxed),
             kind,
             config: config.to_string(),
-            label,
+            label: format!("{service}@{version}"),
+            counters: CounterScope::new(self.host.counters.clone(), name, service),
             slot: slot.clone(),
             host: self.host.clone(),
             refused_for: AtomicU64::new(0),
@@ -374,7 +385,11 @@ impl Registry {
                 ),
             ))
         } else {
-            let scratch = PluginCtx::new(&generation.ctx.name, Arc::new(LocalCounters::new()));
+            let name = &generation.ctx.name;
+            let scratch = Owner {
+                ctx: PluginCtx::new(name),
+                counters: CounterScope::scratch(name),
+            };
             match kind {
                 Kind::Balancer => balancer::validate(&self.host, generation, scratch, config),
                 Kind::RetryPolicy => retry::validate(&self.host, generation, scratch, config),
@@ -479,7 +494,7 @@ impl Registry {
             loaded_at: SystemTime::now(),
             from_cache: artifact.from_cache,
             stats: Stats::default(),
-            ctx: PluginCtx::new(name, self.host.counters.clone()),
+            ctx: PluginCtx::new(name),
             disabled: AtomicBool::new(false),
             faults: Mutex::new(VecDeque::new()),
             checked: Mutex::new(HashMap::new()),

@@ -13,7 +13,7 @@ use wasmtime::Store;
 
 use super::bindings::retry_policy::{RetryPolicy as World, RetryPolicyPre};
 use super::bindings::types;
-use super::engine::{PluginCtx, St};
+use super::engine::{Owner, St};
 use super::instance::{Fault, guarded};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
@@ -49,8 +49,8 @@ impl PluginRetry {
             return None;
         }
         let request = request(ctx);
-        let result =
-            fresh(&self.use_.host, pre, generation.ctx.clone(), &self.use_.config).and_then(|(mut store, world)| {
+        let result = fresh(&self.use_.host, pre, self.use_.owner(generation), &self.use_.config).and_then(
+            |(mut store, world)| {
                 generation.stats.instantiated();
                 let started = Instant::now();
                 let api = world.gatehouse_plugin_retry();
@@ -59,7 +59,8 @@ impl PluginRetry {
                 })?;
                 generation.stats.call(started.elapsed());
                 Ok(d)
-            });
+            },
+        );
         match result {
             Ok(types::RetryDecision::Stop) => Some(RetryDecision::Stop),
             Ok(types::RetryDecision::Retry(ms)) => Some(RetryDecision::Retry {
@@ -109,14 +110,9 @@ fn request(ctx: &RetryContext<'_>) -> types::RetryRequest {
 }
 
 /// A fresh, initialised instance.
-fn fresh(
-    host: &Host,
-    pre: &RetryPolicyPre<St>,
-    ctx: Arc<PluginCtx>,
-    config: &str,
-) -> Result<(Store<St>, World), Fault> {
+fn fresh(host: &Host, pre: &RetryPolicyPre<St>, owner: Owner, config: &str) -> Result<(Store<St>, World), Fault> {
     let limits = &host.limits;
-    let mut store = host.engine.store(ctx, limits.memory, limits.init_deadline);
+    let mut store = host.engine.store(owner, limits.memory, limits.init_deadline);
     let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
     let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
     guarded(&mut store, limits.init_deadline, "init", |s| {
@@ -128,16 +124,11 @@ fn fresh(
 }
 
 /// Validation: `init` accepts `config` and `decide` answers a 503 in time.
-pub(super) fn validate(
-    host: &Host,
-    generation: &Generation,
-    ctx: Arc<PluginCtx>,
-    config: &str,
-) -> Result<(), Rejection> {
+pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, config: &str) -> Result<(), Rejection> {
     let Some(pre) = generation.pres.retry.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a retry policy"));
     };
-    let (mut store, world) = fresh(host, pre, ctx, config).map_err(|f| match f.kind {
+    let (mut store, world) = fresh(host, pre, owner, config).map_err(|f| match f.kind {
         FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
         _ => Rejection::new(RejectReason::Smoke, f.to_string()),
     })?;

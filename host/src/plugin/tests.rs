@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::counters::LocalCounters;
+use super::counters::HostCounters;
 use super::registry::{Host, Registry};
 use super::*;
 use crate::balance::roundrobin::RoundRobin;
@@ -30,7 +30,7 @@ pub(crate) fn wasm(name: &str) -> Vec<u8> {
     panic!("{name}.wasm not found: build the plugins first with scripts/build-plugins.sh");
 }
 
-fn limits() -> PluginLimits {
+pub(super) fn limits() -> PluginLimits {
     PluginLimits {
         fault_limit: 3,
         ..PluginLimits::default()
@@ -41,22 +41,22 @@ fn registry_in(dir: &Path, cache: Option<PathBuf>) -> Arc<Registry> {
     let host = Arc::new(Host {
         engine: PluginEngine::shared().expect("plugin engine"),
         limits: limits(),
-        counters: Arc::new(LocalCounters::new()),
+        counters: Arc::new(HostCounters::new()),
     });
     Arc::new(Registry::new(host, dir.to_path_buf(), cache))
 }
 
-fn registry() -> (Arc<Registry>, tempfile::TempDir) {
+pub(super) fn registry() -> (Arc<Registry>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     (registry_in(dir.path(), None), dir)
 }
 
 fn balancer(reg: &Registry, name: &str, config: &str) -> balancer::PluginBalancer {
-    let use_ = reg.register_use(name, Kind::Balancer, config, "svc@1".into());
+    let use_ = reg.register_use(name, Kind::Balancer, config, "svc", "1");
     balancer::PluginBalancer::new(use_, Arc::new(RoundRobin::new()))
 }
 
-fn request(headers: &[(&str, &str)]) -> http::request::Parts {
+pub(super) fn request(headers: &[(&str, &str)]) -> http::request::Parts {
     let mut b = http::Request::builder().uri("/");
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -85,7 +85,7 @@ fn pick_with(
     })
 }
 
-fn stats(reg: &Registry, name: &str) -> stats::StatsSnapshot {
+pub(super) fn stats(reg: &Registry, name: &str) -> stats::StatsSnapshot {
     reg.slot(name).current().as_ref().expect("loaded").stats.snapshot()
 }
 
@@ -100,7 +100,7 @@ fn the_engine_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
     let host = Arc::new(Host {
         engine,
         limits: limits(),
-        counters: Arc::new(LocalCounters::new()),
+        counters: Arc::new(HostCounters::new()),
     });
     let dir = tempfile::tempdir().unwrap();
     let reg = Registry::new(host, dir.path().to_path_buf(), None);
@@ -352,7 +352,8 @@ fn a_retry_plugin_decides_and_the_builtin_covers_its_failures() {
         "sr",
         Kind::RetryPolicy,
         r#"{"retries": 2, "statuses": [503]}"#,
-        "svc@1".into(),
+        "svc",
+        "1",
     );
     let never = BuiltinRetry::new(RetryPolicyConfig {
         retries: 0,
@@ -402,7 +403,8 @@ fn a_health_plugin_classifies_slow_nodes_as_failing() {
         "lh",
         Kind::HealthEvaluator,
         r#"{"max_latency_ms": 50, "window": 3, "min_samples": 3}"#,
-        "svc@1".into(),
+        "svc",
+        "1",
     );
     let h = health::PluginHealth::new(use_);
     let obs = |ms: u32| Observation {
@@ -431,13 +433,17 @@ fn a_rate_limit_plugin_counts_through_the_host() {
         "tl",
         Kind::RateLimiter,
         r#"{"default_limit": 3, "window_ms": 60000, "tenants": {"big": 5}}"#,
-        "svc@1".into(),
+        "svc",
+        "1",
     );
     let l = ratelimit::PluginLimiter::new(use_);
     let allowed = |tenant: &str, n: usize| {
         let parts = request(&[("x-tenant", tenant)]);
         (0..n)
-            .filter(|_| matches!(l.check(&parts, remote()), Some(LimitVerdict::Allow(_))))
+            .filter(|_| {
+                let input = keys::KeyInput::from_parts(&parts, remote());
+                matches!(l.check(&input), Some(LimitVerdict::Allow(_)))
+            })
             .count()
     };
     assert_eq!(allowed("small", 10), 3);
@@ -454,7 +460,6 @@ fn the_watcher_finds_a_directory_created_later_and_follows_it() {
     let dir = root.path().join("later");
     let rt = PluginRuntime::start_with(
         PluginEngine::shared().unwrap(),
-        Arc::new(LocalCounters::new()),
         PluginSettings {
             dir: dir.clone(),
             cache_dir: None,

@@ -308,8 +308,13 @@ mod tests {
         BuiltinLimiter::new("svc".into(), rules, quota, None, clock, counters)
     }
 
+    static GET: std::sync::LazyLock<(http::Method, http::Uri)> =
+        std::sync::LazyLock::new(|| (http::Method::GET, http::Uri::from_static("/")));
+
     fn req(headers: &http::HeaderMap) -> LimitRequest<'_> {
         LimitRequest {
+            method: &GET.0,
+            uri: &GET.1,
             headers,
             remote: "192.0.2.1:5000".parse().unwrap(),
             route: "r",

@@ -84,7 +84,13 @@ impl SharedCounters {
         self.store.store(store);
     }
 
-    fn with_counter<R>(&self, namespace: &str, key: &str, window: Duration, f: impl FnOnce(&mut Counter) -> R) -> R {
+    fn with_counter<R>(
+        &self,
+        namespace: &str,
+        key: &str,
+        window: Duration,
+        f: impl FnOnce(&mut Counter, u64) -> R,
+    ) -> R {
         let w = window_ms(window);
         let now = self.clock.now().wall_ms;
         let epoch = now.checked_div(w).unwrap_or(0);
@@ -101,7 +107,7 @@ impl SharedCounters {
                 if c.epoch != epoch {
                     *c = fresh();
                 }
-                f(c)
+                f(c, now)
             })
         })
     }
@@ -109,15 +115,25 @@ impl SharedCounters {
     /// Adds `delta` to the counter `key` of `namespace` (a plugin's name) in the
     /// current `window`, and returns its value across all units as far as known.
     pub fn incr(&self, namespace: &str, key: &str, delta: i64, window: Duration) -> i64 {
-        self.with_counter(namespace, key, window, |c| {
+        self.incr_window(namespace, key, delta, window).0
+    }
+
+    /// As [`incr`](Self::incr), also returning the time left in the counter's window
+    /// (`None` for a zero window, which never ends): what the plugins' `counter-add`
+    /// reports as `reset-ms`.
+    pub fn incr_window(&self, namespace: &str, key: &str, delta: i64, window: Duration) -> (i64, Option<Duration>) {
+        self.with_counter(namespace, key, window, |c, now| {
             c.local = c.local.saturating_add(delta);
-            c.global + c.inflight + c.local
+            let left = now
+                .checked_rem(c.window_ms)
+                .map(|into| Duration::from_millis(c.window_ms - into));
+            (c.global + c.inflight + c.local, left)
         })
     }
 
     /// The value of a counter without changing it.
     pub fn get(&self, namespace: &str, key: &str, window: Duration) -> i64 {
-        self.with_counter(namespace, key, window, |c| c.global + c.inflight + c.local)
+        self.with_counter(namespace, key, window, |c, _| c.global + c.inflight + c.local)
     }
 
     /// Drops counters whose window is over.
@@ -200,6 +216,20 @@ mod tests {
         assert_eq!(c.get("p", "a", w), 5);
         assert_eq!(c.incr("p", "a", -5, w), 0);
         assert_eq!(c.sync().await.unwrap(), 0, "nothing to share without Redis");
+    }
+
+    #[test]
+    fn windows_report_the_time_left() {
+        let c = SharedCounters::new(Arc::new(Clock::new()));
+        let (v, left) = c.incr_window("p", "a", 1, Duration::from_millis(1000));
+        let left = left.expect("a windowed counter ends");
+        assert_eq!(v, 1);
+        assert!(left > Duration::ZERO && left <= Duration::from_millis(1000), "{left:?}");
+        assert_eq!(
+            c.incr_window("p", "a", 1, Duration::ZERO),
+            (1, None),
+            "a zero window never ends"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
 
 pub use builtin::BuiltinLimiter;
 pub use counters::SharedCounters;
@@ -49,6 +49,10 @@ pub static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-rese
 /// What a limiter sees of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct LimitRequest<'a> {
+    /// Request method (for plugin limiters' request keys).
+    pub method: &'a Method,
+    /// Request URI (for plugin limiters' request keys).
+    pub uri: &'a Uri,
     /// Request headers.
     pub headers: &'a HeaderMap,
     /// Client address.
@@ -191,6 +195,8 @@ pub fn enforce(
     remote: SocketAddr,
 ) -> Result<Option<RateHeaders>, Decision> {
     let req = LimitRequest {
+        method: &parts.method,
+        uri: &parts.uri,
         headers: &parts.headers,
         remote,
         route,

@@ -485,7 +485,10 @@ gateway_groups:
 
     fn admitted(l: &BuiltinLimiter, n: usize) -> usize {
         let headers = http::HeaderMap::new();
+        let (method, uri) = (http::Method::GET, http::Uri::from_static("/"));
         let req = LimitRequest {
+            method: &method,
+            uri: &uri,
             headers: &headers,
             remote: "192.0.2.9:1".parse().unwrap(),
             route: "r",
