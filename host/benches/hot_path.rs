@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the decisions on the request path: route match, each
-//! balancer's pick at 3, 30 and 300 nodes, and the zone/priority plan.
+//! balancer's pick at 3, 30 and 300 nodes, the zone/priority plan, and a rate-limit
+//! check. (The Wasm balancer call is in `plugin_pick`.)
 //!
 //! `cargo bench -p gatehouse --bench hot_path`
 
@@ -156,5 +157,35 @@ fn bench_plan(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_route, bench_pick, bench_plan);
+fn bench_limit(c: &mut Criterion) {
+    let text = r#"
+services:
+  - name: bench
+    versions:
+      - version: "1"
+        routes: [ { uri: "/*" } ]
+        limits:
+          - { key: remote_addr, algorithm: token_bucket, rate: 1000000000, burst: 1000000000 }
+          - { key: "header:x-api-key", algorithm: sliding_window, count: 1000000000, window: 60 }
+gateway_groups: [ { name: default, services: [] } ]
+"#;
+    let loaded = gatehouse::config::load_str(text, "bench", &Default::default(), std::path::Path::new(".")).unwrap();
+    let version = loaded.config.services["bench"].versions[0].clone();
+    let metrics = gatehouse::metrics::Metrics::new();
+    let registry = gatehouse::ratelimit::LimitRegistry::new();
+    let limiter = registry.limiter(&"bench".into(), &version, &loaded.config.gateway, &metrics);
+    let parts = http::Request::builder()
+        .uri("/x")
+        .header("x-api-key", "key-42")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let remote = "10.1.2.3:4567".parse().unwrap();
+    c.bench_function("ratelimit/two_rules_allow", |b| {
+        b.iter(|| gatehouse::ratelimit::enforce(limiter.as_ref(), "r", &parts, remote).is_ok())
+    });
+}
+
+criterion_group!(benches, bench_route, bench_pick, bench_plan, bench_limit);
 criterion_main!(benches);
