@@ -1,6 +1,7 @@
 //! Header rewriting between client and upstream: hop-by-hop headers removed, the
 //! `X-Forwarded-*` family and `Via` set.
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -26,8 +27,17 @@ pub const VIA_H1: HeaderValue = HeaderValue::from_static("1.1 gatehouse");
 /// `Via` for requests that arrived over HTTP/2.
 pub const VIA_H2: HeaderValue = HeaderValue::from_static("2 gatehouse");
 
+/// Whether `name` is a hop-by-hop header (or `Upgrade`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::UPGRADE || HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (no hashing) decides.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -49,12 +59,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Sets the forwarding headers on a request going upstream. `host` is the Host the
 /// client used (the header, or the HTTP/2 authority).
 pub fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&HeaderValue>, via: HeaderValue) {
-    let ip = remote.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    // Built in a stack buffer: one allocation (the header value) per request.
+    let mut buf = [0u8; 512];
+    let mut out = std::io::Cursor::new(&mut buf[..]);
+    let written = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.is_empty() => out.write_all(prev).and_then(|()| write!(out, ", {}", remote.ip())),
+        _ => write!(out, "{}", remote.ip()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let len = out.position() as usize;
+    let value = match written {
+        Ok(()) => HeaderValue::from_bytes(&buf[..len]).ok(),
+        // A chain longer than the buffer: rare, take the slow path.
+        Err(_) => headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|prev| HeaderValue::from_str(&format!("{prev}, {}", remote.ip())).ok()),
+    };
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -96,5 +117,27 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["via"], "1.1 gatehouse");
+    }
+
+    #[test]
+    fn long_forwarded_chains_are_kept() {
+        let mut h = HeaderMap::new();
+        let chain = vec!["203.0.113.7"; 60].join(", ");
+        h.insert("x-forwarded-for", chain.parse().unwrap());
+        add_forwarded(&mut h, "10.0.0.9:1234".parse().unwrap(), None, VIA_H1);
+        assert_eq!(h["x-forwarded-for"], format!("{chain}, 10.0.0.9").as_str());
+    }
+
+    #[test]
+    fn messages_without_hop_headers_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "a".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 }
