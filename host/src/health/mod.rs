@@ -128,6 +128,10 @@ pub fn admit<'a>(up: &'a Upstream, idx: usize, tiers: &Tiers) -> Option<Admissio
 /// Feeds the outcome of one try of a real request to passive checks and breakers.
 pub fn observe(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration, retry_after: Option<Duration>) {
     let Some(ep) = up.endpoints.get(idx) else { return };
+    let policy = &up.version.upstream;
+    if policy.checks.passive.is_none() && policy.breaker.is_empty() {
+        return; // nothing watches real traffic: skip the clock read
+    }
     let obs = Observation {
         source: Source::Passive,
         observed: outcome.into(),
