@@ -128,12 +128,17 @@ fn init_logging() {
         .init();
 }
 
+/// The tokio runtime: multi-threaded (`TOKIO_WORKER_THREADS` workers, default one
+/// per core), or the single-threaded scheduler when `TOKIO_WORKER_THREADS=1` — one
+/// worker gains nothing from work stealing and pays for its cross-thread wake-ups.
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    // TOKIO_WORKER_THREADS is honoured by the builder.
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")
+    let single = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build().context("cannot start the tokio runtime")
 }
 
 async fn run(path: PathBuf, overrides: Overrides) -> Result<()> {

@@ -2,12 +2,13 @@
 //! `X-Forwarded-*` family and `Via` set.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), and
+/// `Upgrade` (this proxy does not tunnel protocol upgrades).
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -16,6 +17,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -27,33 +29,51 @@ pub const VIA_H1: HeaderValue = HeaderValue::from_static("1.1 gatehouse");
 /// `Via` for requests that arrived over HTTP/2.
 pub const VIA_H2: HeaderValue = HeaderValue::from_static("2 gatehouse");
 
-/// Whether `name` is a hop-by-hop header (or `Upgrade`).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::UPGRADE || HOP_BY_HOP.contains(name)
-}
-
 /// Removes hop-by-hop headers, including those named by `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names (no hashing) decides.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+    // One pass over the names (no hashing) finds which are present; most messages
+    // carry none, or only `Connection: keep-alive`.
+    let mut present = [false; 9];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present[0] {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(str::trim)
+            // `close` and `keep-alive` are options, not (other) header names.
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             headers.remove(n);
         }
     }
-    for h in &HOP_BY_HOP {
+    for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(h);
     }
-    headers.remove(header::UPGRADE);
+}
+
+/// Writes an IP address without the formatting machinery (IPv4 is the common case).
+fn write_ip(out: &mut impl Write, ip: IpAddr) -> std::io::Result<()> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b".")?;
+                }
+                out.write_all(digits.format(*octet).as_bytes())?;
+            }
+            Ok(())
+        }
+        IpAddr::V6(v6) => write!(out, "{v6}"),
+    }
 }
 
 /// Sets the forwarding headers on a request going upstream. `host` is the Host the
@@ -63,8 +83,11 @@ pub fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&
     let mut buf = [0u8; 512];
     let mut out = std::io::Cursor::new(&mut buf[..]);
     let written = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(prev) if !prev.is_empty() => out.write_all(prev).and_then(|()| write!(out, ", {}", remote.ip())),
-        _ => write!(out, "{}", remote.ip()),
+        Some(prev) if !prev.is_empty() => out
+            .write_all(prev)
+            .and_then(|()| out.write_all(b", "))
+            .and_then(|()| write_ip(&mut out, remote.ip())),
+        _ => write_ip(&mut out, remote.ip()),
     };
     let len = out.position() as usize;
     let value = match written {
@@ -117,6 +140,13 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["via"], "1.1 gatehouse");
+    }
+
+    #[test]
+    fn ipv6_clients_are_written_too() {
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "[2001:db8::1]:443".parse().unwrap(), None, VIA_H1);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
     }
 
     #[test]

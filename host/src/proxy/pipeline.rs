@@ -58,7 +58,10 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
     let path = snap.config.gateway.access_log.then(|| parts.uri.clone());
     let (mut resp, served) = match crate::ratelimit::enforce(up.limiter.as_ref(), &route.name, &parts, remote) {
         Ok(limit_headers) => {
-            let (mut resp, served) = proxy(&snap.config.gateway, &up, &route, parts, body, remote, start).await;
+            // Boxed: the proxy future holds a few KiB of state that would otherwise be
+            // copied each time hyper moves the request future.
+            let (mut resp, served) =
+                Box::pin(proxy(&snap.config.gateway, &up, &route, parts, body, remote, start)).await;
             if let Some(h) = limit_headers {
                 h.apply(resp.headers_mut());
             }
