@@ -116,6 +116,11 @@ impl BinaryGateway {
     /// Runs `gatehouse run --config path` on free ports with extra args, and waits
     /// until `/readyz` answers 200.
     pub async fn start(config: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(config, extra, &[]).await
+    }
+
+    /// Like [`BinaryGateway::start`], with extra environment variables for the process.
+    pub async fn start_with_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let (port, admin_port) = (free_port(), free_port());
         let mut cmd = tokio::process::Command::new(binary());
         cmd.arg("run")
@@ -126,6 +131,7 @@ impl BinaryGateway {
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -180,3 +180,35 @@ async fn a_bad_config_at_startup_exits_non_zero_before_binding() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid YAML"));
 }
+
+#[tokio::test]
+async fn one_worker_runs_single_threaded_and_serves_concurrent_requests() {
+    // TOKIO_WORKER_THREADS=1 selects the current-thread scheduler: a stalled upstream
+    // must not hold up other requests, and SIGTERM still drains and exits 0.
+    let up = TestUpstream::start("n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "gw.yaml", &config(up.port()));
+    let gw = BinaryGateway::start_with_env(&path, &[], &[("TOKIO_WORKER_THREADS", "1")]).await;
+    up.set(Behavior::Delay(Duration::from_secs(3)));
+    let slow_url = gw.url("/slow");
+    let slow = tokio::spawn(async move { gatehouse_tests::Client::new().get(&slow_url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    up.set(Behavior::Ok);
+    let fast: Vec<_> = (0..20)
+        .map(|i| {
+            let url = gw.url(&format!("/fast/{i}"));
+            tokio::spawn(async move { gatehouse_tests::Client::new().get(&url).await })
+        })
+        .collect();
+    for f in fast {
+        let r = f.await.unwrap().unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // The fast requests all finished while the slow one was still waiting on its upstream.
+    assert!(!slow.is_finished(), "the fast requests waited for the slow one");
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.status, 200);
+    gw.signal("TERM");
+    let mut gw = gw;
+    assert_eq!(gw.wait(Duration::from_secs(10)).await, Some(0));
+}
