@@ -212,3 +212,83 @@ async fn one_worker_runs_single_threaded_and_serves_concurrent_requests() {
     let mut gw = gw;
     assert_eq!(gw.wait(Duration::from_secs(10)).await, Some(0));
 }
+
+/// Bytes the process has read so far through `read` and friends (`/proc/<pid>/io`).
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Voluntary context switches (sleeps ended) of the process's thread whose name
+/// starts with `name` (thread names are cut to 15 bytes).
+fn thread_wakeups(pid: u32, name: &str) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.starts_with(comm.trim()) || comm.trim().starts_with(name) {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap();
+        }
+    }
+    panic!("no thread named {name} in process {pid}");
+}
+
+#[tokio::test]
+async fn idle_watchers_stay_asleep_and_ignore_unrelated_files() {
+    let up = TestUpstream::start("n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let padding: String = (0..64)
+        .map(|i| format!("# padding line {i:02} to make every read of this file visible\n"))
+        .collect();
+    let text = config(up.port()).replace(
+        "shutdown_grace: 10 }",
+        &format!("shutdown_grace: 10, plugins_dir: {} }}", plugins.display()),
+    ) + &padding;
+    let path = write_config(dir.path(), "gw.yaml", &text);
+    let gw = BinaryGateway::start(&path, &[]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The plugin scan's own directory reads must not wake the plugin watcher again
+    // (its periodic rescan is every 5 s).
+    let woke = thread_wakeups(gw.pid(), "gatehouse-plugins");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let woke = thread_wakeups(gw.pid(), "gatehouse-plugins") - woke;
+    assert!(woke <= 2, "the idle plugin watcher woke {woke} times in 2 s");
+
+    // A log written next to the config file is not a reason to re-read the config.
+    let before = bytes_read(gw.pid());
+    for i in 0..20 {
+        std::fs::write(dir.path().join("other.log"), format!("line {i}\n")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = bytes_read(gw.pid()) - before;
+    assert!(
+        read < 2 * text.len() as u64,
+        "the gateway read {read} bytes while an unrelated file changed (config: {} bytes)",
+        text.len()
+    );
+
+    // A real change is still picked up.
+    let other = TestUpstream::start("m").await;
+    let changed = text.replace(&format!("port: {}", up.port()), &format!("port: {}", other.port()));
+    std::fs::write(&path, changed).unwrap();
+    let client = gatehouse_tests::Client::new();
+    let mut served_by_new = false;
+    for _ in 0..100 {
+        if client.get(&gw.url("/")).await.unwrap().text() == "m" {
+            served_by_new = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served_by_new, "the edited config was not applied");
+}

@@ -14,8 +14,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, new_debouncer};
 
 use super::{Cause, ControlPlane};
 use crate::config::store;
@@ -24,6 +25,34 @@ use crate::config::store;
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the file's metadata is compared when no event arrives.
 pub const POLL: Duration = Duration::from_millis(500);
+
+/// Whether a file event may have changed content. Access events (open, read,
+/// close without writing) are not changes: the watcher's own reads cause them, and
+/// reacting to them would re-read the watched files in a loop.
+pub(crate) fn is_change(event: &DebouncedEvent) -> bool {
+    !matches!(event.event.kind, EventKind::Access(_))
+}
+
+/// Whether `event` may have changed the config at `path` (whose writes land in
+/// `target`, the file behind a symlink): any change to either file, or an entry
+/// created, renamed or removed next to them (a symlink swap, as Kubernetes does
+/// for mounted config maps). Content changes of unrelated files in the same
+/// directory (logs) and our own helper files are not.
+fn concerns(event: &DebouncedEvent, path: &Path, target: &Path) -> bool {
+    if !is_change(event) {
+        return false;
+    }
+    let entry_changed = matches!(
+        event.event.kind,
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    );
+    event.event.paths.iter().any(|p| {
+        p.file_name().is_some_and(|n| {
+            let ours = Some(n) == path.file_name() || Some(n) == target.file_name();
+            ours || (entry_changed && !store::is_helper_file(path, n))
+        })
+    })
+}
 
 /// A running watcher; stops when dropped.
 pub struct Watcher {
@@ -129,10 +158,7 @@ fn run(
     control.reload(Cause::FileChange, false);
     while !stop.load(Ordering::Acquire) {
         let relevant = match rx.recv_timeout(POLL) {
-            Ok(Ok(batch)) => batch
-                .iter()
-                .flat_map(|e| e.event.paths.iter())
-                .any(|p| p.file_name().is_some_and(|n| !store::is_helper_file(path, n))),
+            Ok(Ok(batch)) => batch.iter().any(|e| concerns(e, path, &target)),
             Ok(Err(errors)) => {
                 for e in errors {
                     tracing::warn!(config = %path.display(), error = %e, "config watcher error");

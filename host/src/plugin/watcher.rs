@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use notify::RecursiveMode;
-use notify_debouncer_full::{Debouncer, RecommendedCache, new_debouncer};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use super::registry::Registry;
 
@@ -54,8 +54,11 @@ fn watch(dir: &Path, events: Sender<()>) -> Option<FileWatcher> {
     if !dir.is_dir() {
         return None;
     }
-    let mut debouncer = match new_debouncer(DEBOUNCE, None, move |_| {
-        let _ = events.send(());
+    let mut debouncer = match new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        // The scan's own directory reads raise access events; only changes count.
+        if result.is_err() || result.is_ok_and(|batch| batch.iter().any(crate::control::watch::is_change)) {
+            let _ = events.send(());
+        }
     }) {
         Ok(d) => d,
         Err(e) => {
