@@ -135,7 +135,11 @@ where
     .await
     .map_err(|_| ConnectError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
-    let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+    // Flattened writes, as on the client side (see `proxy::server`).
+    let (tx, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
