@@ -14,8 +14,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{self, types::Level};
 use super::counters::CounterScope;
 
-/// How often the epoch advances: the resolution of every plugin deadline.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub use super::ticker::EPOCH_TICK;
+use super::ticker::Ticker;
 
 /// Sizing of the engine's instance pool.
 #[derive(Debug, Clone)]
@@ -57,6 +57,7 @@ pub struct PluginEngine {
     linker: Linker<St>,
     pooling: bool,
     compat: String,
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -126,12 +127,13 @@ impl PluginEngine {
         bindings::balancer::Balancer::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
             .map_err(EngineError::Link)?;
         let compat = compatibility(&engine);
-        start_ticker(&engine).map_err(EngineError::Ticker)?;
+        let ticker = Ticker::start(&engine).map_err(EngineError::Ticker)?;
         Ok(Arc::new(PluginEngine {
             engine,
             linker,
             pooling,
             compat,
+            ticker,
         }))
     }
 
@@ -150,6 +152,11 @@ impl PluginEngine {
         self.pooling
     }
 
+    /// The epoch ticker (it sleeps while no plugin runs).
+    pub fn ticker(&self) -> &Ticker {
+        &self.ticker
+    }
+
     /// Hex digest of everything that makes a compiled artifact loadable by this engine.
     pub fn compatibility(&self) -> &str {
         &self.compat
@@ -159,7 +166,7 @@ impl PluginEngine {
     /// installed and a deadline of `deadline` set (an epoch store without one traps at
     /// once).
     pub fn store(&self, owner: Owner, memory_cap: usize, deadline: Duration) -> Store<St> {
-        let mut store = Store::new(&self.engine, St::new(owner, memory_cap));
+        let mut store = Store::new(&self.engine, St::new(owner, memory_cap, self.ticker.clone()));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(deadline));
         store
@@ -203,23 +210,6 @@ fn compatibility(engine: &Engine) -> String {
     engine.precompile_compatibility_hash().hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     format!("{:016x}", h.finish())
-}
-
-/// Advances the epoch every [`EPOCH_TICK`] while the engine lives.
-fn start_ticker(engine: &Engine) -> std::io::Result<()> {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("gatehouse-epoch".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => return,
-                }
-            }
-        })
-        .map(|_| ())
 }
 
 /// Memory cap of one instance; remembers whether it refused growth, so a trap that
@@ -318,10 +308,12 @@ pub struct St {
     /// The last error-level line the plugin logged during the current call (its panic
     /// message, when the SDK's hook ran), for fault reports.
     pub last_error: Option<String>,
+    /// Keeps the epoch advancing while this store runs plugin code.
+    ticker: Arc<Ticker>,
 }
 
 impl St {
-    fn new(Owner { ctx, counters }: Owner, memory_cap: usize) -> Self {
+    fn new(Owner { ctx, counters }: Owner, memory_cap: usize, ticker: Arc<Ticker>) -> Self {
         Self {
             // No args, env, preopened directories, sockets or stdio.
             wasi: WasiCtx::builder().build(),
@@ -333,13 +325,16 @@ impl St {
             ctx,
             counters,
             last_error: None,
+            ticker,
         }
     }
 
-    /// Readies the state for a new call.
-    pub fn begin_call(&mut self) {
+    /// Readies the state for a new call; the epoch advances until the returned guard
+    /// is dropped.
+    pub fn begin_call(&mut self) -> super::ticker::Awake {
         self.limiter.denied = false;
         self.last_error = None;
+        self.ticker.enter()
     }
 
     pub(super) fn log(&mut self, level: Level, message: String) {

@@ -47,7 +47,7 @@ pub fn guarded<R>(
     what: &str,
     call: impl FnOnce(&mut Store<St>) -> wasmtime::Result<R>,
 ) -> Result<R, Fault> {
-    store.data_mut().begin_call();
+    let _awake = store.data_mut().begin_call();
     store.set_epoch_deadline(ticks(deadline));
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| call(&mut *store)));
     match result {

@@ -38,6 +38,7 @@ pub mod retry;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+pub mod ticker;
 pub mod watcher;
 
 use std::path::PathBuf;

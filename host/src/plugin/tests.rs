@@ -187,6 +187,53 @@ fn fault_fixture(name: &str, kind: FaultKind) -> String {
 }
 
 #[test]
+fn the_ticker_sleeps_while_idle_and_still_interrupts_a_spin_after_waking() {
+    // An engine of its own, so no other test's calls keep its ticker awake.
+    let engine = PluginEngine::new(&engine::EngineSettings {
+        pool_instances: 8,
+        ..engine::EngineSettings::default()
+    })
+    .unwrap();
+    let host = Arc::new(Host {
+        engine: engine.clone(),
+        limits: limits(),
+        counters: Arc::new(HostCounters::new()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Arc::new(Registry::new(host, dir.path().to_path_buf(), None));
+    reg.load("fault_spin", &wasm("fault_spin"));
+    assert_eq!(reg.slot("fault_spin").state(), "active");
+    let waited = std::time::Instant::now();
+    while engine.ticker().sleeps() == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the idle ticker never slept"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The call wakes the ticker, so the spin is interrupted at its deadline instead of
+    // running forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = reg.clone();
+    std::thread::spawn(move || {
+        let b = balancer(&r, "fault_spin", "{}");
+        let started = std::time::Instant::now();
+        let idx = pick_with(&b, &[1, 1, 1], &NodeSet::new(), &[("x-fault", "1")]);
+        let _ = tx.send((idx, started.elapsed()));
+    });
+    let (idx, took) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a spinning call after the ticker slept was never interrupted");
+    assert!(idx.is_some(), "the built-in answered");
+    // The deadline is 25 ms; a ticker left asleep would only notice after its 1 s check.
+    assert!(
+        took < Duration::from_millis(700),
+        "the spin ran {took:?} past a 25 ms deadline"
+    );
+    assert_eq!(stats(&reg, "fault_spin").faults_of(FaultKind::Timeout), 1);
+}
+
+#[test]
 fn a_trap_is_contained_and_classified() {
     fault_fixture("fault_trap", FaultKind::Trap);
 }
