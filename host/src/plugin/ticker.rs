@@ -67,7 +67,7 @@ impl Ticker {
     /// Marks a plugin call as running until the guard is dropped; wakes the ticker.
     pub fn enter(self: &Arc<Self>) -> Awake {
         self.running.fetch_add(1, Ordering::SeqCst);
-        self.used.store(true, Ordering::Relaxed);
+        self.used.store(true, Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst)
             && let Some(t) = self.thread.get()
         {
@@ -100,7 +100,14 @@ impl Ticker {
             self.parked.store(true, Ordering::SeqCst);
             if self.running.load(Ordering::SeqCst) == 0 {
                 self.sleeps.fetch_add(1, Ordering::Relaxed);
-                std::thread::park_timeout(PARK_CHECK);
+                // Asleep until a call unparks us; the timeout only checks that the
+                // engine still exists.
+                while !self.used.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) == 0 {
+                    std::thread::park_timeout(PARK_CHECK);
+                    if engine.upgrade().is_none() {
+                        return;
+                    }
+                }
             }
             self.parked.store(false, Ordering::SeqCst);
             idle = 0;
