@@ -23,6 +23,10 @@ use crate::config::store;
 
 /// Quiet time after the last file event before a reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How often a debouncer thread looks for settled events. It wakes this often for as
+/// long as the gateway runs, so it is the debounce time itself (notify's default is a
+/// quarter of it): a change applies 100-200 ms after the last write.
+pub const DEBOUNCE_TICK: Duration = DEBOUNCE;
 /// How often the file's metadata is compared when no event arrives.
 pub const POLL: Duration = Duration::from_millis(500);
 
@@ -139,7 +143,7 @@ fn run(
     if !dirs.contains(&target_dir) {
         dirs.push(target_dir);
     }
-    let debouncer = new_debouncer(DEBOUNCE, None, tx).and_then(|mut d| {
+    let debouncer = new_debouncer(DEBOUNCE, Some(DEBOUNCE_TICK), tx).and_then(|mut d| {
         for dir in &dirs {
             d.watch(dir, RecursiveMode::NonRecursive)?;
         }

@@ -54,12 +54,16 @@ fn watch(dir: &Path, events: Sender<()>) -> Option<FileWatcher> {
     if !dir.is_dir() {
         return None;
     }
-    let mut debouncer = match new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-        // The scan's own directory reads raise access events; only changes count.
-        if result.is_err() || result.is_ok_and(|batch| batch.iter().any(crate::control::watch::is_change)) {
-            let _ = events.send(());
-        }
-    }) {
+    let mut debouncer = match new_debouncer(
+        DEBOUNCE,
+        Some(crate::control::watch::DEBOUNCE_TICK),
+        move |result: DebounceEventResult| {
+            // The scan's own directory reads raise access events; only changes count.
+            if result.is_err() || result.is_ok_and(|batch| batch.iter().any(crate::control::watch::is_change)) {
+                let _ = events.send(());
+            }
+        },
+    ) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch the plugins directory; relying on periodic scans");
