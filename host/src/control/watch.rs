@@ -33,7 +33,7 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// Whether a file event may have changed content. Access events (open, read,
 /// close without writing) are not changes: the watcher's own reads cause them, and
 /// reacting to them would re-read the watched files in a loop.
-pub(crate) fn is_change(event: &DebouncedEvent) -> bool {
+fn is_change(event: &DebouncedEvent) -> bool {
     !matches!(event.event.kind, EventKind::Access(_))
 }
 

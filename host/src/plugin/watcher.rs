@@ -57,11 +57,10 @@ fn watch(dir: &Path, events: Sender<()>) -> Option<FileWatcher> {
     let mut debouncer = match new_debouncer(
         DEBOUNCE,
         Some(crate::control::watch::DEBOUNCE_TICK),
-        move |result: DebounceEventResult| {
-            // The scan's own directory reads raise access events; only changes count.
-            if result.is_err() || result.is_ok_and(|batch| batch.iter().any(crate::control::watch::is_change)) {
-                let _ = events.send(());
-            }
+        move |_: DebounceEventResult| {
+            // Any event means "scan": the scan reads the directory itself and settles
+            // what changed, so no event kind needs to be trusted.
+            let _ = events.send(());
         },
     ) {
         Ok(d) => d,
