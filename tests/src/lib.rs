@@ -23,3 +23,19 @@ pub fn init_logs() {
             .try_init();
     });
 }
+
+/// `name.wasm` from the example plugins (`plugins/`) or the test fixtures
+/// (`tests/plugins/`), as built by `scripts/build-plugins.sh`.
+pub fn plugin_wasm(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["../plugins", "plugins"] {
+        let p = root
+            .join(dir)
+            .join("target/wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name}.wasm not found: build the plugins first with scripts/build-plugins.sh");
+}
