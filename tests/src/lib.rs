@@ -39,3 +39,19 @@ pub fn plugin_wasm(name: &str) -> std::path::PathBuf {
     }
     panic!("{name}.wasm not found: build the plugins first with scripts/build-plugins.sh");
 }
+
+/// Polls `check` (every 20 ms) until it holds or `limit` passes; whether it held.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -8,12 +8,12 @@ mod backup;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse::config::{self, Overrides};
 use gatehouse::{Gateway, StartOptions};
 use gatehouse_tests::gateway::{binary, free_port};
-use gatehouse_tests::{BinaryGateway, Client, Reply, TestGateway, TestUpstream};
+use gatehouse_tests::{BinaryGateway, Client, Reply, TestGateway, TestUpstream, eventually};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -94,22 +94,6 @@ async fn nodes_hit(url: &str, n: usize) -> BTreeSet<String> {
         seen.insert(r.node());
     }
     seen
-}
-
-/// Polls `check` until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
 }
 
 fn served(services: &Value, name: &str) -> (String, String, Vec<u64>) {

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse::config::{self, Overrides};
-use gatehouse_tests::{BinaryGateway, Client, TestGateway, TestUpstream};
+use gatehouse_tests::{BinaryGateway, Client, TestGateway, TestUpstream, eventually};
 use http::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -80,21 +80,6 @@ async fn served_ports(admin: &str) -> Vec<u64> {
         .as_array()
         .map(|n| n.iter().map(|n| n["port"].as_u64().unwrap()).collect())
         .unwrap_or_default()
-}
-
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
