@@ -257,8 +257,11 @@ async fn proxy(
     }
     headers::add_forwarded(&mut parts.headers, remote, client_host.as_ref(), via.clone());
     match &policy.pass_host {
+        // HTTP/1 requests carry Host already; an HTTP/2 request's authority becomes it.
         PassHost::Pass => {
-            if let Some(h) = client_host {
+            if let Some(h) = client_host
+                && !parts.headers.contains_key(header::HOST)
+            {
                 parts.headers.insert(header::HOST, h);
             }
         }
