@@ -171,9 +171,8 @@ gateway_groups: [ { name: default, services: [] } ]
 "#;
     let loaded = gatehouse::config::load_str(text, "bench", &Default::default(), std::path::Path::new(".")).unwrap();
     let version = loaded.config.services["bench"].versions[0].clone();
-    let metrics = gatehouse::metrics::Metrics::new();
     let registry = gatehouse::ratelimit::LimitRegistry::new();
-    let limiter = registry.limiter(&"bench".into(), &version, &loaded.config.gateway, &metrics);
+    let limiter = registry.limiter(&"bench".into(), &version, &loaded.config.gateway);
     let parts = http::Request::builder()
         .uri("/x")
         .header("x-api-key", "key-42")

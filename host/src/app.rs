@@ -1,5 +1,12 @@
 //! Wiring: the only place that puts concrete types together. Starts the listeners
-//! and background tasks, applies configs, and shuts everything down.
+//! and background tasks, applies configs, and owns the shutdown tree.
+//!
+//! Shutdown is one tree: a root [`CancellationToken`] with a child for the proxy
+//! listener, and one [`TaskTracker`] for every task (listeners, probes, the health
+//! sweeper, the tier refresher, the config watcher, the rate-limit sync). Stopping
+//! cancels the proxy child first, so in-flight requests drain while the admin API
+//! still answers `/readyz` with 503 and rate limits keep counting; then it cancels
+//! the root and waits for the tracker.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,18 +16,19 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::admin;
+use crate::admin::{self, AdminState};
 use crate::config::{Config, Loaded, Overrides};
-use crate::control::{Cause, ControlPlane, ReloadOutcome, watch::Watcher};
-use crate::health::{self, HealthManager};
+use crate::control::{Cause, ControlPlane, ReloadOutcome, Served};
 use crate::metrics::Metrics;
 use crate::plugin::{PluginRuntime, PluginSettings};
 use crate::proxy::ProxyContext;
 use crate::proxy::server::{ServeOptions, serve};
-use crate::upstream::{BuiltinPolicies, LiveRegistry, PolicyHooks, Snapshot};
+use crate::snapshot::{self, BuiltinPolicies, LiveRegistry, PolicyHooks, ProbeScheduler, Snapshot};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,18 +72,12 @@ pub struct AppState {
     pub hooks: Arc<dyn PolicyHooks>,
     /// The plugin runtime, when the gateway runs one (for the admin API).
     pub plugins: Option<Arc<PluginRuntime>>,
-    /// The raw document being served (what admin edits change).
-    pub raw: std::sync::Mutex<crate::config::RawConfig>,
-    /// How the gateway was started.
-    pub options: StartOptions,
     /// Listener bound and config loaded, not shutting down.
-    pub ready: AtomicBool,
+    pub ready: Arc<AtomicBool>,
     /// Wakes the tier refresher (health changed).
     pub tiers_changed: Notify,
-    /// Admin bearer token, if configured.
-    pub admin_token: Option<String>,
     /// Active health probes, one task per endpoint with a check.
-    pub health: HealthManager,
+    pub probes: ProbeScheduler,
     generation: AtomicU64,
 }
 
@@ -92,34 +94,41 @@ impl AppState {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.proxy.snapshot.load_full()
     }
+}
 
-    /// The config being served.
-    pub fn config(&self) -> Arc<Config> {
-        self.snapshot().config.clone()
-    }
-
-    /// Serves a new validated config: builds its snapshot (keeping live state of
-    /// endpoints that stay), swaps it in atomically, and forgets state of endpoints
-    /// that left. Returns the new generation.
-    pub fn apply(&self, loaded: Loaded) -> u64 {
+impl Served for AppState {
+    /// Builds the config's snapshot (keeping live state of endpoints that stay),
+    /// swaps it in atomically, and forgets state of endpoints that left.
+    fn apply(&self, config: Config) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let config = Arc::new(loaded.config);
-        let snapshot = Snapshot::build(config, generation, &self.live, &self.proxy.metrics, self.hooks.as_ref());
+        let snapshot = Snapshot::build(
+            Arc::new(config),
+            generation,
+            &self.live,
+            &self.proxy.metrics,
+            self.hooks.as_ref(),
+        );
         let keys = snapshot.endpoint_keys();
         let services = snapshot.service_names();
-        *self.raw.lock().unwrap_or_else(|p| p.into_inner()) = loaded.raw;
         let snapshot = Arc::new(snapshot);
         self.proxy.snapshot.store(snapshot.clone());
         self.live.retain(&keys, &services);
-        self.health.reconcile(&snapshot);
+        self.probes.reconcile(&snapshot);
         self.proxy.metrics.config_generation.set(generation as i64);
         self.tiers_changed.notify_one();
         generation
     }
 
-    /// Current config generation.
-    pub fn generation(&self) -> u64 {
+    fn config(&self) -> Arc<Config> {
+        self.snapshot().config.clone()
+    }
+
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    fn reloaded(&self, ok: bool) {
+        self.proxy.metrics.config_reload(ok);
     }
 }
 
@@ -134,15 +143,22 @@ pub struct Gateway {
     pub state: Arc<AppState>,
     /// Config reloads and admin edits.
     pub control: Arc<ControlPlane>,
-    shutdown: watch::Sender<bool>,
-    admin_shutdown: watch::Sender<bool>,
-    watcher: Option<Watcher>,
+    tree: ShutdownTree,
+}
+
+/// The root token, the proxy listener's child, and the tracker of every task.
+#[derive(Debug)]
+struct ShutdownTree {
+    root: CancellationToken,
+    proxy: CancellationToken,
+    tracker: TaskTracker,
     proxy_task: JoinHandle<bool>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 /// How often tiers are recomputed even without a health change (slow start ramps).
 const TIER_REFRESH: Duration = Duration::from_millis(250);
+/// How long stopping waits for background tasks after the proxy drained.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Gateway {
     /// Binds the listeners and starts serving `loaded`, with the plugin runtime watching
@@ -187,99 +203,46 @@ impl Gateway {
         if !gw.admin_listen.ip().is_loopback() && admin_token.is_none() {
             return Err(StartError::AdminNotLoopback { addr: gw.admin_listen });
         }
-        let proxy_listener = TcpListener::bind(gw.listen).await.map_err(|source| StartError::Bind {
-            what: "proxy",
-            addr: gw.listen,
-            source,
-        })?;
-        let admin_listener = TcpListener::bind(gw.admin_listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "admin",
-                addr: gw.admin_listen,
-                source,
-            })?;
-        let proxy_addr = proxy_listener.local_addr().map_err(|source| StartError::Bind {
-            what: "proxy",
-            addr: gw.listen,
-            source,
-        })?;
-        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
-            what: "admin",
-            addr: gw.admin_listen,
-            source,
-        })?;
+        let (proxy_listener, proxy_addr) = bind("proxy", gw.listen).await?;
+        let (admin_listener, admin_addr) = bind("admin", gw.admin_listen).await?;
 
-        let metrics = Arc::new(Metrics::new());
-        if let Some(rt) = &plugins {
-            let collector = crate::plugin::metrics::PluginCollector::new(Arc::downgrade(rt.registry()));
-            metrics.register(|r| r.register_collector(Box::new(collector)));
-        }
-        let placeholder = Snapshot::build(
-            Arc::new(loaded.config.clone()),
-            0,
-            &LiveRegistry::new(),
-            &metrics,
-            &BuiltinPolicies,
-        );
-        let state = Arc::new(AppState {
-            proxy: Arc::new(ProxyContext {
-                snapshot: Arc::new(ArcSwap::from_pointee(placeholder)),
-                metrics,
-            }),
-            live: LiveRegistry::new(),
-            hooks,
-            plugins,
-            raw: std::sync::Mutex::new(loaded.raw.clone()),
-            options,
-            ready: AtomicBool::new(false),
-            tiers_changed: Notify::new(),
-            admin_token,
-            health: HealthManager::new(tokio::runtime::Handle::current()),
-            generation: AtomicU64::new(0),
-        });
-        state.live.health_hub().register(&state.proxy.metrics);
-        state.apply(loaded);
+        let (root, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let state = build_state(&loaded.config, hooks, plugins, &root, &tracker);
+        state.apply(loaded.config.clone());
         state.proxy.metrics.config_reload(true);
-        let (control, watcher) = start_control(&state).await;
+        let control = ControlPlane::new(state.clone(), loaded.raw, options.config_path, options.overrides);
+        // Catch a change made to the file since it was loaded, then watch it.
+        control.reload_async(Cause::FileChange, false).await;
+        if let Some(watcher) = crate::control::watch::spawn(control.clone(), tokio::runtime::Handle::current()) {
+            let root = root.clone();
+            tracker.spawn(async move {
+                root.cancelled().await;
+                let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;
+            });
+        }
 
-        let (shutdown, rx) = watch::channel(false);
-        let serve_opts = ServeOptions {
-            header_timeout: gw.client_header_timeout,
-            grace: gw.shutdown_grace,
-        };
+        let proxy = root.child_token();
         let ctx = state.proxy.clone();
-        let proxy_task = tokio::spawn(serve(
+        let proxy_task = tracker.spawn(serve(
             proxy_listener,
             move |req, remote| {
                 let ctx = ctx.clone();
                 async move { crate::proxy::pipeline::handle(&ctx, req, remote).await }
             },
-            rx.clone(),
-            serve_opts,
+            proxy.clone(),
+            ServeOptions {
+                header_timeout: gw.client_header_timeout,
+                grace: gw.shutdown_grace,
+            },
         ));
-        // The admin listener outlives the proxy's drain, so `/readyz` answers 503 then.
-        let (admin_shutdown, admin_rx) = watch::channel(false);
-        let admin_control = control.clone();
-        let admin_task = tokio::spawn(async move {
-            serve(
-                admin_listener,
-                move |req, _remote| admin::handle(admin_control.clone(), req),
-                admin_rx,
-                ServeOptions {
-                    header_timeout: Duration::from_secs(10),
-                    grace: Duration::from_secs(5),
-                },
-            )
-            .await;
+        let admin = Arc::new(AdminState {
+            control: control.clone(),
+            proxy: state.proxy.clone(),
+            ready: state.ready.clone(),
+            token: admin_token,
+            plugins: state.plugins.clone(),
         });
-        let refresher = tokio::spawn(refresh_tiers(state.clone(), shutdown.subscribe()));
-        let sweeper = tokio::spawn(health::sweep(
-            state.proxy.snapshot.clone(),
-            state.live.health_hub().clone(),
-            shutdown.subscribe(),
-        ));
-        let limits = tokio::spawn(state.live.limits.clone().run(shutdown.subscribe()));
+        spawn_background(&state, admin, admin_listener, &root, &tracker);
         state.ready.store(true, Ordering::Release);
         tracing::info!(
             proxy = %proxy_addr,
@@ -294,18 +257,19 @@ impl Gateway {
             admin_addr,
             state,
             control,
-            shutdown,
-            admin_shutdown,
-            watcher,
-            proxy_task,
-            tasks: vec![admin_task, refresher, sweeper, limits],
+            tree: ShutdownTree {
+                root,
+                proxy,
+                tracker,
+                proxy_task,
+            },
         })
     }
 
     /// Begins a graceful shutdown: not ready, stop accepting, finish in-flight requests.
     pub fn begin_shutdown(&self) {
         self.state.ready.store(false, Ordering::Release);
-        let _ = self.shutdown.send(true);
+        self.tree.proxy.cancel();
     }
 
     /// Re-reads the config file now (SIGHUP) and serves it if it is valid, even when
@@ -314,40 +278,117 @@ impl Gateway {
         self.control.reload_async(Cause::Signal, true).await
     }
 
-    /// Shuts down and waits; returns whether in-flight requests finished within the grace period.
-    pub async fn shutdown(mut self) -> bool {
+    /// Shuts down and waits; returns whether in-flight requests finished within the
+    /// grace period.
+    pub async fn shutdown(self) -> bool {
         self.begin_shutdown();
-        if let Some(w) = self.watcher.take() {
-            let _ = tokio::task::spawn_blocking(move || w.stop()).await;
-        }
-        self.state.health.stop();
-        let finished = self.proxy_task.await.unwrap_or(false);
-        let _ = self.admin_shutdown.send(true);
-        self.state.live.limits.close().await;
-        for t in self.tasks {
-            t.abort();
-            let _ = t.await;
+        let ShutdownTree {
+            root,
+            tracker,
+            proxy_task,
+            ..
+        } = self.tree;
+        let finished = proxy_task.await.unwrap_or(false);
+        root.cancel();
+        self.state.probes.stop();
+        tracker.close();
+        if tokio::time::timeout(STOP_DEADLINE, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = tracker.len(),
+                "background tasks still running at the stop deadline"
+            );
         }
         tracing::info!(clean = finished, "gatehouse stopped");
         finished
     }
 }
 
-/// Starts the control plane: records the config file's current content as the
-/// source of what is served (catching a change made since it was loaded) and
-/// starts watching it.
-async fn start_control(state: &Arc<AppState>) -> (Arc<ControlPlane>, Option<Watcher>) {
-    let control = ControlPlane::new(state.clone());
-    control.reload_async(Cause::FileChange, false).await;
-    let watcher = crate::control::watch::spawn(control.clone(), tokio::runtime::Handle::current());
-    (control, watcher)
+/// Binds one listener; returns it with the address it got (port 0 picks one).
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let fail = |source| StartError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(fail)?;
+    let local = listener.local_addr().map_err(fail)?;
+    Ok((listener, local))
+}
+
+/// The shared state, serving a placeholder snapshot until the first apply.
+fn build_state(
+    config: &Config,
+    hooks: Arc<dyn PolicyHooks>,
+    plugins: Option<Arc<PluginRuntime>>,
+    root: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Arc<AppState> {
+    let metrics = Arc::new(Metrics::new());
+    if let Some(rt) = &plugins {
+        let collector = crate::plugin::metrics::PluginCollector::new(Arc::downgrade(rt.registry()));
+        metrics.register(|r| r.register_collector(Box::new(collector)));
+    }
+    let placeholder = Snapshot::build(
+        Arc::new(config.clone()),
+        0,
+        &LiveRegistry::new(),
+        &metrics,
+        &BuiltinPolicies,
+    );
+    let live = LiveRegistry::new();
+    live.health_hub().register(&metrics);
+    live.limits.register_metrics(&metrics);
+    Arc::new(AppState {
+        proxy: Arc::new(ProxyContext {
+            snapshot: Arc::new(ArcSwap::from_pointee(placeholder)),
+            metrics,
+        }),
+        live,
+        hooks,
+        plugins,
+        ready: Arc::new(AtomicBool::new(false)),
+        tiers_changed: Notify::new(),
+        probes: ProbeScheduler::new(tokio::runtime::Handle::current(), tracker.clone(), root.clone()),
+        generation: AtomicU64::new(0),
+    })
+}
+
+/// The admin listener and the background tasks, all under `root` and `tracker`.
+fn spawn_background(
+    state: &Arc<AppState>,
+    admin: Arc<AdminState>,
+    admin_listener: TcpListener,
+    root: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let admin_stop = root.child_token();
+    tracker.spawn(async move {
+        serve(
+            admin_listener,
+            move |req, _remote| admin::handle(admin.clone(), req),
+            admin_stop,
+            ServeOptions {
+                header_timeout: Duration::from_secs(10),
+                grace: Duration::from_secs(5),
+            },
+        )
+        .await;
+    });
+    tracker.spawn(refresh_tiers(state.clone(), root.clone()));
+    tracker.spawn(snapshot::sweep(
+        state.proxy.snapshot.clone(),
+        state.live.health_hub().clone(),
+        root.clone(),
+    ));
+    let limits = state.live.limits.clone();
+    let stop = root.clone();
+    tracker.spawn(async move {
+        limits.clone().run(stop).await;
+        limits.close().await;
+    });
 }
 
 /// Recomputes tiers when health changes and periodically (slow start).
-async fn refresh_tiers(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+async fn refresh_tiers(state: Arc<AppState>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.cancelled() => return,
             _ = state.tiers_changed.notified() => {}
             _ = tokio::time::sleep(TIER_REFRESH) => {}
         }

@@ -11,11 +11,13 @@ pub mod control;
 pub mod demo;
 pub mod health;
 pub mod metrics;
+pub mod outcome;
 pub mod plugin;
 pub mod proxy;
 pub mod ratelimit;
 pub mod retry;
 pub mod router;
+pub mod snapshot;
 pub mod upstream;
 pub mod zone;
 

@@ -46,10 +46,7 @@ pub struct ResultLabels {
     pub result: String,
 }
 
-/// Attempt outcomes, in the order of [`NodeAttemptCounters`].
-pub const OUTCOMES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "connect_failure", "timeout"];
-/// Index of `reset` (kept separate so the array above stays the status classes + 2).
-pub const RESET: usize = 7;
+pub use crate::outcome::{OUTCOMES, RESET};
 
 /// Counters of one endpoint's attempts by outcome.
 #[derive(Debug, Clone, Default)]
@@ -85,8 +82,6 @@ pub struct Metrics {
     pub config_generation: Gauge,
     /// Requests that matched no route.
     pub unrouted: Counter,
-    /// Rate-limit and quota metrics.
-    pub limits: crate::ratelimit::LimitMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -142,7 +137,6 @@ impl Metrics {
             config_generation.clone(),
         );
         registry.register("unrouted_requests", "Requests that matched no route", unrouted.clone());
-        let limits = crate::ratelimit::LimitMetrics::register(&mut registry);
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -153,13 +147,13 @@ impl Metrics {
             config_reloads,
             config_generation,
             unrouted,
-            limits,
         }
     }
 
-    /// Lets other modules register their own metrics.
-    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
-        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()));
+    /// Lets other modules register their own metrics; returns what `f` returns
+    /// (usually the handles it registered).
+    pub fn register<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Resolves the handles one upstream needs.

@@ -202,11 +202,11 @@ async fn api7_walkthrough_publishes_versions_and_edits_nodes_per_group() {
 
     // The second group, which publishes 1.0.0 from the same file, saw the changes
     // (its generation moved) but still serves 1.0.0 with its own node only.
-    let target = test.gateway.state.generation();
+    let target = test.gateway.control.generation();
     assert!(target >= 4);
     let moved = eventually(Duration::from_secs(10), || async {
         get_json(&format!("{prod_admin}/admin/v1/status")).await["in_sync"] == true
-            && prod.state.raw.lock().unwrap().gateway_groups[0].services[0].version == "1.0.1"
+            && prod.control.served_raw().gateway_groups[0].services[0].version == "1.0.1"
     })
     .await;
     assert!(moved, "the prod unit never read the file changes");
@@ -229,7 +229,7 @@ async fn unknown_names_and_invalid_values_get_404_and_422_with_paths() {
     let n1 = TestUpstream::start("n1").await;
     let gw = TestGateway::start(&petstore(n1.port(), n1.port())).await;
     let admin = &gw.admin;
-    let generation = gw.gateway.state.generation();
+    let generation = gw.gateway.control.generation();
     let r = put_json(
         &format!("{admin}/admin/v1/groups/nope/services/petstore/nodes"),
         &json!({ "nodes": [] }),
@@ -274,7 +274,11 @@ async fn unknown_names_and_invalid_values_get_404_and_422_with_paths() {
     assert_eq!(r.status, 404);
     let r = send(Method::DELETE, &format!("{admin}/admin/v1/config"), &[], "").await;
     assert_eq!(r.status, 405);
-    assert_eq!(gw.gateway.state.generation(), generation, "a failed call changed state");
+    assert_eq!(
+        gw.gateway.control.generation(),
+        generation,
+        "a failed call changed state"
+    );
     gw.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The four built-in balancers, measured through a real gateway in front of real
 //! upstream servers.
 
+use gatehouse::control::Served;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +113,7 @@ async fn chash_is_sticky_and_moves_few_keys_when_a_node_leaves() {
     let three: Vec<(&TestUpstream, u32)> = ups[..3].iter().map(|u| (u, 100)).collect();
     let text = config_yaml("chash", extra, &three);
     let loaded = config::load_str(&text, "test", &gw_overrides(), std::path::Path::new(".")).unwrap();
-    gw.gateway.state.apply(loaded);
+    gw.gateway.state.apply(loaded.config);
     let mut moved = 0;
     for (i, before) in first.iter().enumerate() {
         let hv = key_header(i);

@@ -5,6 +5,7 @@
 //! Intervals are short; bounds are generous and only ever say "not before the
 //! timer" or "within the documented time plus slack".
 
+use gatehouse::control::Served;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -49,16 +50,19 @@ gateway_groups:
 /// The health report of the node on `port`.
 fn node(gw: &TestGateway, port: u16) -> Value {
     let snap = gw.gateway.state.snapshot();
-    let ep = snap.upstreams[0]
+    let up = &snap.upstreams[0];
+    let idx = up
         .endpoints
         .iter()
-        .find(|e| e.node.port == port)
+        .position(|e| e.node.port == port)
         .expect("node is served");
-    health::report(&ep.state.health)
+    health::report(&up.health.cells[idx])
 }
 
 fn upstream(gw: &TestGateway) -> Value {
-    health::upstream_report(&gw.gateway.state.snapshot().upstreams[0])
+    let snap = gw.gateway.state.snapshot();
+    let up = &snap.upstreams[0];
+    health::upstream_report(&up.health, &up.endpoints, up.tiers.load().panic)
 }
 
 /// Polls `cond` every 10 ms; returns the time it took, or panics after `limit`.
@@ -452,7 +456,7 @@ async fn node_edits_and_version_publishes_keep_the_health_of_nodes_that_stay() {
     let client = Client::new();
     let apply = |text: String| {
         let loaded = config::load_str(&text, "test", &Overrides::default(), gw.dir.path()).unwrap();
-        gw.gateway.state.apply(loaded);
+        gw.gateway.state.apply(loaded.config);
     };
 
     // Node edit: c leaves, d joins.
@@ -471,7 +475,7 @@ async fn node_edits_and_version_publishes_keep_the_health_of_nodes_that_stay() {
     let c_probes = c.health_hits();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(c.health_hits() <= c_probes + 1, "{} -> {}", c_probes, c.health_hits());
-    assert_eq!(gw.gateway.state.health.probe_count(), 3);
+    assert_eq!(gw.gateway.state.probes.probe_count(), 3);
 
     // Version publish with the same nodes.
     apply(yaml_version("2", ACTIVE, &[a, b, d]));

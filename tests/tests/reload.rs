@@ -188,7 +188,7 @@ async fn an_invalid_file_is_reported_with_key_paths_and_blocks_edits_until_fixed
     let gw = TestGateway::start(&yaml(&[a.port()])).await;
     let admin = gw.admin.clone();
     let path = gw.config_path();
-    let generation = gw.gateway.state.generation();
+    let generation = gw.gateway.control.generation();
     write(&path, &invalid(0, a.port()), true);
     let reported = eventually(Duration::from_secs(10), || async {
         !get_json(&format!("{admin}/admin/v1/status")).await["last_error"].is_null()
@@ -202,7 +202,7 @@ async fn an_invalid_file_is_reported_with_key_paths_and_blocks_edits_until_fixed
     );
     assert_eq!(status["last_error"]["cause"], "file_change");
     assert_eq!(status["in_sync"], false);
-    assert_eq!(gw.gateway.state.generation(), generation);
+    assert_eq!(gw.gateway.control.generation(), generation);
     assert_eq!(Client::new().get(&gw.url("/api/x")).await.unwrap().status, 200);
 
     // An admin edit on top of an unknown, invalid file change would discard it: refused.

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use super::AdminState;
 use super::error::AdminError;
 use crate::control::ControlPlane;
 use crate::proxy::body::Body;
@@ -12,9 +13,9 @@ use crate::proxy::error::full;
 
 /// `GET /admin/v1/status`: who this gateway is, which config generation it serves,
 /// where that config came from and when, and the last rejected change.
-pub fn status(ctl: &ControlPlane) -> Value {
-    let state = &ctl.state;
-    let cfg = state.config();
+pub fn status(state: &AdminState) -> Value {
+    let ctl = &state.control;
+    let cfg = state.proxy.snapshot.load().config.clone();
     let src = ctl.status();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -24,7 +25,7 @@ pub fn status(ctl: &ControlPlane) -> Value {
         "listen": cfg.gateway.listen.to_string(),
         "admin_listen": cfg.gateway.admin_listen.to_string(),
         "ready": state.ready.load(Ordering::Acquire),
-        "generation": state.generation(),
+        "generation": ctl.generation(),
         "source": ctl.source().map(|p| p.display().to_string()),
         "persistence": if ctl.persistent() { "file" } else { "memory" },
         "loaded_at": src.loaded_at,
@@ -37,8 +38,8 @@ pub fn status(ctl: &ControlPlane) -> Value {
 
 /// `GET /admin/v1/services`: every service published to this gateway's group, its
 /// version and balancer, and each node with its labels and live state.
-pub fn services(ctl: &ControlPlane) -> Value {
-    let snap = ctl.state.snapshot();
+pub fn services(state: &AdminState) -> Value {
+    let snap = state.proxy.snapshot.load_full();
     let gw = &snap.config.gateway;
     let services: Vec<Value> = snap
         .upstreams
@@ -47,7 +48,8 @@ pub fn services(ctl: &ControlPlane) -> Value {
             let nodes: Vec<Value> = u
                 .endpoints
                 .iter()
-                .map(|e| {
+                .zip(&u.health.cells)
+                .map(|(e, cell)| {
                     let n = &e.node;
                     let mut node = json!({
                         "host": n.host,
@@ -61,22 +63,22 @@ pub fn services(ctl: &ControlPlane) -> Value {
                         "requests": e.state.requests(),
                         "ewma_ms": f64::from(e.state.ewma_us()) / 1000.0,
                     });
-                    if let (Some(obj), Value::Object(health)) =
-                        (node.as_object_mut(), crate::health::report(&e.state.health))
-                    {
+                    if let (Some(obj), Value::Object(health)) = (node.as_object_mut(), crate::health::report(cell)) {
                         obj.extend(health);
                     }
                     node
                 })
                 .collect();
+            let tiers = u.tiers.load();
             let mut service = json!({
                 "service": &*u.service,
                 "version": u.version.version,
                 "balancer": u.balancer.name(),
-                "plan": u.tiers.load().note,
+                "plan": tiers.note,
                 "nodes": nodes,
             });
-            if let (Some(obj), Value::Object(health)) = (service.as_object_mut(), crate::health::upstream_report(u)) {
+            let health = crate::health::upstream_report(&u.health, &u.endpoints, tiers.panic);
+            if let (Some(obj), Value::Object(health)) = (service.as_object_mut(), health) {
                 obj.extend(health);
             }
             service
@@ -98,7 +100,7 @@ pub fn wants_json(headers: &HeaderMap) -> bool {
 /// `GET /admin/v1/config`: the whole served document, runtime edits included; YAML
 /// unless JSON is asked for.
 pub fn export(ctl: &ControlPlane, headers: &HeaderMap) -> Result<Response<Body>, AdminError> {
-    let raw = ctl.state.raw.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let raw = ctl.served_raw();
     let (text, kind) = if wants_json(headers) {
         let mut s = serde_json::to_string_pretty(&raw).map_err(|e| AdminError::Internal(e.to_string()))?;
         s.push('\n');
@@ -111,6 +113,6 @@ pub fn export(ctl: &ControlPlane, headers: &HeaderMap) -> Result<Response<Body>,
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     resp.headers_mut()
-        .insert("x-gatehouse-generation", HeaderValue::from(ctl.state.generation()));
+        .insert("x-gatehouse-generation", HeaderValue::from(ctl.generation()));
     Ok(resp)
 }

@@ -1,4 +1,4 @@
-//! The admin listener (DESIGN.md §7): health, readiness, metrics, status, the
+//! The admin listener (docs/admin-api.md): health, readiness, metrics, status, the
 //! services this gateway serves, node edits, publishes, new versions, and config
 //! export/import. JSON in and out; errors are `{"error": {"code", "message", "path"}}`.
 //!
@@ -14,31 +14,48 @@ pub mod router;
 mod writes;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::control::ControlPlane;
+use crate::plugin::PluginRuntime;
+use crate::proxy::ProxyContext;
 use crate::proxy::body::Body;
 use crate::proxy::error::full;
 pub use error::AdminError;
 use router::Endpoint;
 
+/// What the admin API reads and acts on.
+#[derive(Debug)]
+pub struct AdminState {
+    /// Config changes: reloads, edits, import and export.
+    pub control: Arc<ControlPlane>,
+    /// The served snapshot and the metrics.
+    pub proxy: Arc<ProxyContext>,
+    /// Whether the gateway is ready (false while it starts and drains).
+    pub ready: Arc<AtomicBool>,
+    /// The bearer token writes need, if one is configured.
+    pub token: Option<String>,
+    /// The plugin runtime, when the gateway runs one.
+    pub plugins: Option<Arc<PluginRuntime>>,
+}
+
 /// Handles one admin request.
-pub async fn handle(ctl: Arc<ControlPlane>, req: Request<Incoming>) -> Response<Body> {
-    match dispatch(&ctl, req).await {
+pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Body> {
+    match dispatch(&state, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
 }
 
-async fn dispatch(ctl: &Arc<ControlPlane>, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {
+async fn dispatch(state: &AdminState, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {
     let endpoint = router::route(req.method(), req.uri().path())?;
     if endpoint.needs_token(req.method()) {
-        auth::check(ctl.state.admin_token.as_deref(), req.headers())?;
+        auth::check(state.token.as_deref(), req.headers())?;
     }
-    let state = &ctl.state;
+    let ctl = &state.control;
     let (parts, incoming) = req.into_parts();
     let read = |limit| body::read(&parts.headers, incoming, limit);
     let value = match endpoint {
@@ -58,9 +75,9 @@ async fn dispatch(ctl: &Arc<ControlPlane>, req: Request<Incoming>) -> Result<Res
             );
             return Ok(resp);
         }
-        Endpoint::Status => handlers::status(ctl),
-        Endpoint::Services => handlers::services(ctl),
-        Endpoint::Plugins => return Ok(crate::plugin::admin::handle(state)),
+        Endpoint::Status => handlers::status(state),
+        Endpoint::Services => handlers::services(state),
+        Endpoint::Plugins => return Ok(crate::plugin::admin::handle(state.plugins.as_deref())),
         Endpoint::Config if parts.method == Method::GET => return handlers::export(ctl, &parts.headers),
         Endpoint::Config => {
             let body = read(body::MAX_CONFIG_BODY).await?;

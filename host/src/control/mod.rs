@@ -7,7 +7,11 @@
 //! writes also take an advisory lock on the file ([`crate::config::store::WriteLock`])
 //! and start from the file's current content, so units sharing the file never lose
 //! each other's updates. Nothing here runs on the request path: a change ends in
-//! one [`AppState::apply`], an atomic snapshot swap.
+//! one [`Served::apply`], an atomic snapshot swap.
+//!
+//! The control plane knows the gateway only through the narrow [`Served`] trait
+//! (apply a validated config, read the served one), and keeps the raw document it
+//! edits itself; so it is tested against a fake in `tests.rs`.
 
 mod status;
 pub mod watch;
@@ -15,7 +19,6 @@ pub mod watch;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::app::AppState;
 use crate::config::edit::{self, EditError, Edited};
 use crate::config::{self, Config, ConfigError, Loaded, Overrides, RawConfig, store};
 
@@ -74,10 +77,23 @@ pub enum ReloadOutcome {
     NoSource,
 }
 
+/// What the control plane needs of the gateway it keeps in step with its source.
+pub trait Served: Send + Sync {
+    /// Serves `config` (one atomic snapshot swap); returns its generation.
+    fn apply(&self, config: Config) -> u64;
+    /// The config being served.
+    fn config(&self) -> Arc<Config>;
+    /// The generation being served.
+    fn generation(&self) -> u64;
+    /// Counts one attempt to load a changed source, by result.
+    fn reloaded(&self, ok: bool);
+}
+
 /// Serializes and applies every config change of one gateway.
 pub struct ControlPlane {
-    /// The gateway's shared state.
-    pub state: Arc<AppState>,
+    served: Arc<dyn Served>,
+    /// The raw document being served (what admin edits start from).
+    raw: Mutex<RawConfig>,
     path: Option<PathBuf>,
     base_dir: PathBuf,
     overrides: Overrides,
@@ -106,17 +122,22 @@ struct Inner {
 }
 
 impl ControlPlane {
-    /// A control plane for `state`, whose current config came from
-    /// `state.options.config_path` (or from memory when there is none).
-    pub fn new(state: Arc<AppState>) -> Arc<ControlPlane> {
-        let path = state.options.config_path.clone();
+    /// A control plane for `served`, whose current config is `raw` and came from the
+    /// file at `path` (or from memory when there is none); `overrides` are the flags
+    /// applied to every load.
+    pub fn new(
+        served: Arc<dyn Served>,
+        raw: RawConfig,
+        path: Option<PathBuf>,
+        overrides: Overrides,
+    ) -> Arc<ControlPlane> {
         let base_dir = path
             .as_deref()
             .map(config::base_dir_of)
             .unwrap_or_else(|| PathBuf::from("."));
-        let overrides = state.options.overrides.clone();
         Arc::new(ControlPlane {
-            state,
+            served,
+            raw: Mutex::new(raw),
             path,
             base_dir,
             overrides,
@@ -201,7 +222,7 @@ impl ControlPlane {
             .map_err(|_| vec![ConfigError::new("document", "the file is not UTF-8 text")])
             .and_then(|text| config::load_str(&text, &name, &self.overrides, &self.base_dir).map_err(|e| e.errors()))
             .and_then(|loaded| {
-                keeps_own_group(&self.state.config(), &loaded.config)?;
+                keeps_own_group(&self.served.config(), &loaded.config)?;
                 Ok(loaded)
             });
         let loaded = match loaded {
@@ -222,8 +243,8 @@ impl ControlPlane {
         for w in self.warnings(&loaded) {
             tracing::warn!(source = %name, "{w}");
         }
-        let generation = self.state.apply(loaded);
-        self.state.proxy.metrics.config_reload(true);
+        let generation = self.serve(loaded);
+        self.served.reloaded(true);
         self.set_status(inner, |s| s.loaded(cause));
         tracing::info!(source = %name, generation, cause = cause.as_str(), "config reloaded");
         ReloadOutcome::Applied { generation }
@@ -240,17 +261,30 @@ impl ControlPlane {
         }
         tracing::warn!(
             source = %source,
-            generation = self.state.generation(),
+            generation = self.served.generation(),
             "config change rejected ({} error(s)); the last good config keeps serving",
             errors.len()
         );
-        self.state.proxy.metrics.config_reload(false);
+        self.served.reloaded(false);
         inner.in_sync = false;
         self.set_status(inner, |s| s.rejected(cause, hash, errors));
     }
 
-    fn served_raw(&self) -> RawConfig {
-        self.state.raw.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The raw document being served, runtime edits included (what export shows).
+    pub fn served_raw(&self) -> RawConfig {
+        self.raw.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The generation being served.
+    pub fn generation(&self) -> u64 {
+        self.served.generation()
+    }
+
+    /// Serves `loaded` and records its raw document as the one served.
+    fn serve(&self, loaded: Loaded) -> u64 {
+        let mut raw = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        *raw = loaded.raw;
+        self.served.apply(loaded.config)
     }
 
     fn warnings(&self, next: &Loaded) -> Vec<String> {
@@ -258,7 +292,7 @@ impl ControlPlane {
             .into_iter()
             .map(|v| format!("published version {v} was changed in place; versions are meant to be immutable"))
             .collect();
-        let (now, new) = (&self.state.config().gateway, &next.config.gateway);
+        let (now, new) = (&self.served.config().gateway, &next.config.gateway);
         if now.listen != new.listen
             || now.admin_listen != new.admin_listen
             || now.admin_token_env != new.admin_token_env
@@ -303,7 +337,7 @@ impl ControlPlane {
         if !edited.changed && (inner.in_sync || self.path.is_none()) {
             return Ok(Written {
                 edited,
-                generation: self.state.generation(),
+                generation: self.served.generation(),
                 persisted: self.path.is_some(),
                 warnings: Vec::new(),
             });
@@ -316,7 +350,7 @@ impl ControlPlane {
             }
         };
         let loaded = config::load_raw(raw, &self.overrides, &self.base_dir).map_err(|e| WriteError::Invalid(rel(e)))?;
-        keeps_own_group(&self.state.config(), &loaded.config).map_err(WriteError::Invalid)?;
+        keeps_own_group(&self.served.config(), &loaded.config).map_err(WriteError::Invalid)?;
         if let Some(path) = &self.path {
             let text = render(path, &loaded.raw);
             store::write_atomic(path, text.as_bytes()).map_err(|source| WriteError::Persist {
@@ -329,7 +363,7 @@ impl ControlPlane {
             inner.in_sync = true;
         }
         let warnings = self.warnings(&loaded);
-        let generation = self.state.apply(loaded);
+        let generation = self.serve(loaded);
         self.set_status(&inner, |s| s.loaded(Cause::Admin));
         tracing::info!(generation, at = %edited.path, persisted = self.path.is_some(), "admin change applied");
         Ok(Written {

@@ -2,14 +2,14 @@
 //!
 //! The built-in [`BuiltinEvaluator`] classifies by the status lists of
 //! `checks.active` and `checks.passive` (APISIX semantics). A plugin replaces it
-//! through [`crate::upstream::PolicyHooks::health_evaluator`]; it sees only the
+//! through [`crate::snapshot::PolicyHooks::health_evaluator`]; it sees only the
 //! observation and the node, while thresholds, counters and the state machine stay
 //! in the host.
 
 use std::time::Duration;
 
 use crate::config::model::{Checks, Node};
-use crate::upstream::{EndpointKey, Outcome};
+use crate::outcome::{EndpointKey, Outcome};
 
 /// Where an observation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The process-wide part of health: the signal that wakes the sweeper when a
 //! state changes, and the Prometheus families. Held by the
-//! [`LiveRegistry`](crate::upstream::LiveRegistry), so it outlives snapshots.
+//! [`LiveRegistry`](crate::snapshot::LiveRegistry), so it outlives snapshots.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -9,7 +9,11 @@ use tokio::time::Instant;
 use super::cell::EndpointHealth;
 use super::evaluator::Source;
 use super::state::BreakerState;
-use crate::upstream::Upstream;
+use std::sync::Arc;
+
+use super::UpstreamHealth;
+use crate::config::model::OnPanic;
+use crate::upstream::Endpoint;
 
 /// Wall-clock milliseconds since the Unix epoch of a monotonic instant.
 fn unix_ms(at: Instant, now: Instant) -> u64 {
@@ -84,31 +88,31 @@ pub fn report(h: &EndpointHealth) -> Value {
     v
 }
 
-/// The health part of an upstream's entry: whether it is in panic, and its
-/// healthy share of configured weight.
-pub fn upstream_report(up: &Upstream) -> Value {
-    let tiers = up.tiers.load();
-    let (healthy, total) = up
-        .endpoints
+/// Per upstream: whether it is in panic (`panic`, from its current tiers), the
+/// healthy share of configured weight, and the evaluator in use.
+pub fn upstream_report(health: &UpstreamHealth, endpoints: &[Arc<Endpoint>], panic: bool) -> Value {
+    let (healthy, total) = endpoints
         .iter()
-        .filter(|e| e.node.weight > 0)
-        .fold((0u64, 0u64), |(h, t), e| {
+        .zip(&health.cells)
+        .filter(|(e, _)| e.node.weight > 0)
+        .fold((0u64, 0u64), |(h, t), (e, cell)| {
             let w = u64::from(e.node.weight);
-            (h + if e.state.health.is_healthy() { w } else { 0 }, t + w)
+            (h + if cell.is_healthy() { w } else { 0 }, t + w)
         });
     let percent = if total == 0 {
         0.0
     } else {
         healthy as f64 * 100.0 / total as f64
     };
+    let policy = health.policy();
     json!({
-        "panic": tiers.panic,
+        "panic": panic,
         "healthy_weight_percent": (percent * 10.0).round() / 10.0,
-        "panic_threshold": up.version.upstream.panic_threshold,
-        "on_panic": match up.version.upstream.on_panic {
-            crate::config::model::OnPanic::FailOpen => "fail_open",
-            crate::config::model::OnPanic::Fail => "fail",
+        "panic_threshold": policy.panic_threshold,
+        "on_panic": match policy.on_panic {
+            OnPanic::FailOpen => "fail_open",
+            OnPanic::Fail => "fail",
         },
-        "evaluator": up.health.evaluator.name(),
+        "evaluator": health.evaluator.name(),
     })
 }

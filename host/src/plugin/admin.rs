@@ -8,12 +8,11 @@ use serde_json::{Value, json};
 use super::PluginRuntime;
 use super::registry::Slot;
 use super::stats::FaultKind;
-use crate::app::AppState;
 use crate::proxy::body::Body;
 
 /// Answers `GET /admin/v1/plugins`.
-pub fn handle(state: &AppState) -> Response<Body> {
-    let body = match &state.plugins {
+pub fn handle(plugins: Option<&PluginRuntime>) -> Response<Body> {
+    let body = match plugins {
         Some(runtime) => report(runtime),
         None => json!({ "enabled": false, "plugins": [] }),
     };

@@ -55,7 +55,7 @@ use crate::config::model::{GatewaySettings, PluginRef, ServiceVersion};
 use crate::health::HealthEvaluator;
 use crate::ratelimit::RateLimiter;
 use crate::retry::RetryPolicy;
-use crate::upstream::PolicyHooks;
+use crate::snapshot::PolicyHooks;
 use counters::HostCounters;
 use registry::{Host, PluginUse};
 

@@ -14,9 +14,9 @@ use crate::balance::testing::remote;
 use crate::config::Overrides;
 use crate::config::model::Node;
 use crate::health::{self as h, FailureKind, NodeInfo, Verdict};
+use crate::outcome::EndpointKey;
 use crate::ratelimit::time::Clock;
 use crate::ratelimit::{Decision, LimitRequest, RateHeaders, SharedCounters};
-use crate::upstream::EndpointKey;
 
 /// A built-in evaluator that always answers `verdict` (so a fallback is unmistakable).
 #[derive(Debug)]

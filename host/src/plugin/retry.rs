@@ -18,8 +18,8 @@ use super::instance::{Fault, guarded};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
 use super::stats::FaultKind;
+use crate::outcome::Outcome;
 use crate::retry::{RetryContext, RetryDecision, RetryPolicy};
-use crate::upstream::Outcome;
 
 /// A retry-policy plugin with the built-in policy as its fallback.
 pub struct PluginRetry {

@@ -12,8 +12,8 @@ use crate::balance::roundrobin::RoundRobin;
 use crate::balance::testing::{all, endpoints, remote};
 use crate::balance::{NodeSet, PickContext, RequestView};
 use crate::config::model::{RetryOn, RetryPolicyConfig};
+use crate::outcome::Outcome;
 use crate::retry::{BuiltinRetry, RetryContext, RetryDecision};
-use crate::upstream::Outcome;
 
 /// The bytes of `name.wasm` from the example plugins or the fixtures.
 pub(crate) fn wasm(name: &str) -> Vec<u8> {

@@ -15,8 +15,9 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::body::{BodyTooLarge, Progress, TryBody};
 use crate::config::model::Timeouts;
+use crate::outcome::now_ms;
+use crate::upstream::Endpoint;
 use crate::upstream::pool::{self, ConnectError};
-use crate::upstream::{Endpoint, now_ms};
 
 /// How a try failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

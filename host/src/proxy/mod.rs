@@ -6,6 +6,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod pipeline;
+pub mod refusal;
 pub mod server;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::metrics::Metrics;
-use crate::upstream::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// What the request path reads: the current snapshot and the metric families.
 #[derive(Debug)]

@@ -23,7 +23,8 @@ use crate::config::model::{GatewaySettings, PassHost};
 use crate::retry::{RetryContext, RetryDecision, idempotent, parse_retry_after};
 use crate::router::{RouteTarget, request_host};
 
-use crate::upstream::{Outcome, Upstream};
+use crate::outcome::Outcome;
+use crate::snapshot::Upstream;
 use crate::zone::Tiers;
 
 static IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("idempotency-key");
@@ -67,7 +68,7 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
             }
             (resp, served)
         }
-        Err(refused) => (crate::ratelimit::refusal(&refused), Served::default()),
+        Err(refused) => (super::refusal::refusal(&refused), Served::default()),
     };
     if debug && let Some(v) = explain(&up, &served) {
         resp.headers_mut().insert(DEBUG_HEADER.clone(), v);
@@ -276,7 +277,7 @@ async fn proxy(
         Err(e) => return (error_response(e, "the request body could not be read"), served),
     };
 
-    let _active = up.live.start_request();
+    let _active = up.budget.start_request();
     let may_repeat = idempotent(&parts.method) || parts.headers.contains_key(&IDEMPOTENCY_KEY);
     let deadline = policy.retry.retry_timeout.map(|t| start + t);
     let mut excluded = NodeSet::new();
@@ -296,7 +297,7 @@ async fn proxy(
         };
         excluded.insert(idx);
         // Out since the tiers were computed, or half-open with its one trial taken.
-        let Some(admission) = crate::health::admit(up, idx, &tiers) else {
+        let Some(admission) = up.health.admit(idx, tiers.panic) else {
             continue;
         };
         drop(tiers);
@@ -362,7 +363,7 @@ async fn proxy(
                     Some((backoff, None))
                 } else {
                     match up
-                        .live
+                        .budget
                         .try_start_retry(policy.retry.budget_percent, policy.retry.budget_min_concurrent)
                     {
                         Some(guard) => Some((backoff, Some(guard))),
@@ -422,7 +423,7 @@ fn has_open_candidate(tiers: &Tiers, excluded: &NodeSet) -> bool {
 /// Feeds one try's outcome to the endpoint's latency estimate, health and breakers,
 /// and the metrics.
 fn record(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration, retry_after: Option<Duration>) {
-    crate::health::observe(up, idx, outcome, latency, retry_after);
+    up.health.observe(&up.endpoints, idx, outcome, latency, retry_after);
     let ep = &up.endpoints[idx];
     // Failures that come back fast must not look attractive to latency-aware balancers.
     let sample = match outcome {

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::proxy::body::Body;
 
@@ -26,15 +26,10 @@ pub struct ServeOptions {
     pub grace: Duration,
 }
 
-/// Serves `handler` on `listener` until `shutdown` turns true, then stops
+/// Serves `handler` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and waits up to `grace` for open connections to finish their
 /// in-flight requests. Returns whether every connection finished in time.
-pub async fn serve<F, Fut>(
-    listener: TcpListener,
-    handler: F,
-    mut shutdown: watch::Receiver<bool>,
-    opts: ServeOptions,
-) -> bool
+pub async fn serve<F, Fut>(listener: TcpListener, handler: F, shutdown: CancellationToken, opts: ServeOptions) -> bool
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -54,7 +49,7 @@ where
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
         let (stream, remote) = match accepted {

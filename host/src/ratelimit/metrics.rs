@@ -136,13 +136,15 @@ impl LimitMetrics {
 
 #[cfg(test)]
 mod tests {
+    use super::LimitMetrics;
     use crate::metrics::Metrics;
 
     #[test]
     fn names_are_the_documented_ones() {
         let m = Metrics::new();
-        m.limits.rule("svc", "r").limited.inc();
-        m.limits.sync_failures.inc();
+        let limits = m.register(LimitMetrics::register);
+        limits.rule("svc", "r").limited.inc();
+        limits.sync_failures.inc();
         let text = m.render();
         for name in [
             "gatehouse_ratelimit_decisions_total{service=\"svc\",rule=\"r\",result=\"limited\"} 1",

@@ -26,18 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-pub use builtin::BuiltinLimiter;
+pub use builtin::{BuiltinLimiter, QUOTA_RULE};
 pub use counters::SharedCounters;
 pub use metrics::LimitMetrics;
 pub use registry::LimitRegistry;
 
-use crate::proxy::body::Body;
-use crate::proxy::error::json_error;
-
-/// Most `limits:` rules one service version may have.
-pub const MAX_RULES: usize = 32;
+pub use crate::config::model::MAX_RULES;
 
 /// `RateLimit-Limit`
 pub static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -117,7 +113,7 @@ pub enum Decision {
 /// Decides whether requests of one service version may go on.
 ///
 /// The built-in implementation is [`BuiltinLimiter`]; a plugin limiter wraps it
-/// (see [`crate::upstream::PolicyHooks::rate_limiter`]).
+/// (see [`crate::snapshot::PolicyHooks::rate_limiter`]).
 pub trait RateLimiter: Send + Sync + 'static {
     /// Name for logs.
     fn name(&self) -> &str;
@@ -187,7 +183,7 @@ pub fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// Applies `limiter` to a routed request: `Ok` with headers for the response, or
-/// the refusal (answer it with [`refusal`]).
+/// the refusal (the proxy renders it as a 429, 403 or 503).
 pub fn enforce(
     limiter: &dyn RateLimiter,
     route: &str,
@@ -207,44 +203,6 @@ pub fn enforce(
     }
 }
 
-/// The response for a refusal (for [`Decision::Allow`], an empty 200).
-pub fn refusal(decision: &Decision) -> Response<Body> {
-    let (status, code, msg, retry) = match decision {
-        Decision::Allow { .. } => return Response::new(crate::proxy::error::full("")),
-        Decision::Limited { rule, retry_after, .. } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "rate limit {rule:?} exceeded; retry after {} s",
-                ceil_secs(*retry_after).max(1)
-            ),
-            *retry_after,
-        ),
-        Decision::QuotaExceeded { rule, retry_after } => (
-            StatusCode::FORBIDDEN,
-            "quota_exceeded",
-            format!(
-                "{rule} {rule:?} is spent; it resets in {} s",
-                ceil_secs(*retry_after).max(1)
-            ),
-            *retry_after,
-        ),
-        Decision::Unavailable { rule, retry_after } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "rate_limit_unavailable",
-            format!("rate limit {rule:?} cannot be checked: its shared store is unreachable"),
-            *retry_after,
-        ),
-    };
-    let mut resp = json_error(status, code, &msg);
-    let h = resp.headers_mut();
-    h.insert(header::RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
-    if let Decision::Limited { headers, .. } = decision {
-        headers.apply(h);
-    }
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,35 +213,5 @@ mod tests {
         assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
         assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
         assert_eq!(ceil_secs(Duration::ZERO), 0);
-    }
-
-    #[test]
-    fn refusals_name_the_rule() {
-        let resp = refusal(&Decision::Limited {
-            rule: "per-client".into(),
-            retry_after: Duration::from_millis(100),
-            headers: RateHeaders {
-                limit: 10,
-                remaining: 0,
-                reset: Duration::from_millis(1500),
-            },
-        });
-        assert_eq!(resp.status(), 429);
-        let h = resp.headers();
-        assert_eq!(h[header::RETRY_AFTER], "1");
-        assert_eq!(h[&RATELIMIT_LIMIT], "10");
-        assert_eq!(h[&RATELIMIT_REMAINING], "0");
-        assert_eq!(h[&RATELIMIT_RESET], "2");
-        let resp = refusal(&Decision::QuotaExceeded {
-            rule: "quota".into(),
-            retry_after: Duration::from_secs(3600),
-        });
-        assert_eq!(resp.status(), 403);
-        assert_eq!(resp.headers()[header::RETRY_AFTER], "3600");
-        let resp = refusal(&Decision::Unavailable {
-            rule: "shared".into(),
-            retry_after: Duration::from_secs(1),
-        });
-        assert_eq!(resp.status(), 503);
     }
 }

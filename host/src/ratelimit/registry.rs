@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::builtin::{BuiltinLimiter, Counting, QuotaCounting, QuotaSlot, RuleSlot};
 use super::counters::SharedCounters;
@@ -102,21 +102,22 @@ impl LimitRegistry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Registers the rate-limit families in `metrics` and reports to them from now
+    /// on (until then, and in tests, the metrics are detached).
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        let limits = metrics.register(LimitMetrics::register);
+        self.lock().metrics = limits;
+    }
+
     /// The built-in limiter of a service version, reusing the state of every rule
     /// that an earlier snapshot already had.
-    pub fn limiter(
-        &self,
-        service: &Arc<str>,
-        version: &ServiceVersion,
-        gw: &GatewaySettings,
-        metrics: &Metrics,
-    ) -> Arc<BuiltinLimiter> {
+    pub fn limiter(&self, service: &Arc<str>, version: &ServiceVersion, gw: &GatewaySettings) -> Arc<BuiltinLimiter> {
         let mut inner = self.lock();
-        inner.metrics = metrics.limits.clone();
+        let metrics = inner.metrics.clone();
         if let Some(settings) = &gw.redis {
             let current = inner.store.as_ref().is_some_and(|s| s.serves(settings, &gw.group));
             if !current {
-                let store = Arc::new(Store::new(settings, &gw.group, metrics.limits.clone()));
+                let store = Arc::new(Store::new(settings, &gw.group, metrics.clone()));
                 self.counters.set_store(Some(store.clone()));
                 inner.store = Some(store);
             }
@@ -132,14 +133,14 @@ impl LimitRegistry {
                     KeySpec::new(&rule.key),
                     rule.shadow,
                     counting,
-                    metrics.limits.rule(service, &rule.name),
+                    metrics.rule(service, &rule.name),
                 )
             })
             .collect();
         let quota = version.quota.as_ref().map(|q| QuotaSlot {
             key: KeySpec::new(&q.key),
             counting: inner.quota(service, q, gw, store.as_ref(), &self.clock),
-            metrics: metrics.limits.rule(service, super::builtin::QUOTA_RULE),
+            metrics: metrics.rule(service, super::builtin::QUOTA_RULE),
         });
         Arc::new(BuiltinLimiter::new(
             service.clone(),
@@ -196,8 +197,8 @@ impl LimitRegistry {
     }
 
     /// Syncs shared rules and counters with Redis, heartbeats, persists quotas and
-    /// sweeps idle keys until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// sweeps idle keys until `shutdown` is cancelled.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut last_sync: HashMap<usize, Instant> = HashMap::new();
         let mut last_persist: HashMap<usize, Instant> = HashMap::new();
         let mut last_heartbeat: Option<Instant> = None;
@@ -213,7 +214,7 @@ impl LimitRegistry {
                 }
             };
             tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
                 _ = wake => {}
             }
@@ -480,7 +481,7 @@ gateway_groups:
 
     fn limiter(reg: &LimitRegistry, cfg: &Config) -> Arc<BuiltinLimiter> {
         let version = &cfg.services["s"].versions[0];
-        reg.limiter(&"s".into(), version, &cfg.gateway, &Metrics::new())
+        reg.limiter(&"s".into(), version, &cfg.gateway)
     }
 
     fn admitted(l: &BuiltinLimiter, n: usize) -> usize {

@@ -7,10 +7,14 @@
 //! never reached the upstream (or carry `Idempotency-Key`), a body that was streamed
 //! is not replayed, the overall deadline holds, and the retry budget caps retries.
 
+mod budget;
+
 use std::time::Duration;
 
 use crate::config::model::RetryPolicyConfig;
-use crate::upstream::Outcome;
+use crate::outcome::Outcome;
+
+pub use budget::{BudgetGuard, RetryBudget};
 
 /// What a policy sees of a failed try.
 #[derive(Debug, Clone, Copy)]

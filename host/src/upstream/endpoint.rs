@@ -1,50 +1,18 @@
 //! Endpoint identity and the live state kept per endpoint.
 //!
 //! An endpoint is one node of one service (`service + host:port`). Its live state
-//! (in-flight requests, latency estimate, balancer position, health) is shared by
+//! (in-flight requests, latency estimate, balancer position, idle connections) is shared by
 //! every snapshot that contains the endpoint, so it survives node edits, config
 //! reloads and version publishes. It is only ever touched through atomics.
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::body::TryBody;
 use super::pool::{ConnPool, Target};
 use crate::config::model::Node;
-use crate::health::EndpointHealth;
-
-/// Identity of an endpoint: the service it belongs to and its `host:port`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EndpointKey {
-    /// Service name.
-    pub service: Arc<str>,
-    /// `host:port`.
-    pub authority: Arc<str>,
-}
-
-impl fmt::Debug for EndpointKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.service, self.authority)
-    }
-}
-
-impl fmt::Display for EndpointKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.service, self.authority)
-    }
-}
-
-/// Process-wide monotonic origin for compact timestamps.
-fn origin() -> Instant {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
-/// Milliseconds since the process origin (wraps after 49 days; only differences are used).
-pub fn now_ms() -> u32 {
-    origin().elapsed().as_millis() as u32
-}
+use crate::outcome::{EndpointKey, now_ms};
 
 /// Decay time of the latency estimate.
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
@@ -63,10 +31,8 @@ pub struct EndpointState {
     joined_ms: AtomicU32,
     /// Requests sent to this endpoint, ever.
     requests: AtomicU64,
-    /// Health, breaker and ejection state.
-    pub health: EndpointHealth,
     /// Idle keep-alive connections to this endpoint.
-    pub pool: ConnPool<crate::proxy::body::TryBody>,
+    pub pool: ConnPool<TryBody>,
 }
 
 impl EndpointState {
@@ -78,7 +44,6 @@ impl EndpointState {
             rr_current: AtomicI64::new(0),
             joined_ms: AtomicU32::new(now_ms()),
             requests: AtomicU64::new(0),
-            health: EndpointHealth::default(),
             pool: ConnPool::default(),
         }
     }

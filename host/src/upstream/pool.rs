@@ -122,6 +122,12 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    handshake(connect_tcp(target, timeout).await?).await
+}
+
+/// Opens a TCP connection to `target` within `timeout` (resolution included), with
+/// `TCP_NODELAY` set.
+pub async fn connect_tcp(target: &Target, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let stream = tokio::time::timeout(timeout, async {
         let addr = match target {
             Target::Addr(a) => *a,
@@ -135,6 +141,16 @@ where
     .await
     .map_err(|_| ConnectError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Starts HTTP/1.1 on `stream` and spawns its connection task.
+pub async fn handshake<B>(stream: TcpStream) -> Result<SendRequest<B>, ConnectError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // Flattened writes, as on the client side (see `proxy::server`).
     let (tx, conn) = http1::Builder::new()
         .writev(false)

@@ -22,16 +22,26 @@
 //!   and `fail` (or `local_only` with an empty zone) serves only half-open trials (503
 //!   otherwise), so ejected nodes can still come back.
 
+mod candidates;
 mod plan;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use candidates::{Candidate, CandidateSet, NodeSet};
 pub use plan::{NodeView, Plan, TierPolicy, plan};
 
-use crate::balance::{Candidate, CandidateSet};
 use crate::config::model::UpstreamPolicy;
 use crate::upstream::Endpoint;
+
+/// What the plan needs to know of one endpoint's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// Healthy with a closed breaker: counts as capacity.
+    pub healthy: bool,
+    /// Out, but admits one half-open trial request.
+    pub trial: bool,
+}
 
 /// The gateway's own place.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,17 +109,27 @@ pub fn effective_weight(e: &Endpoint, policy: &UpstreamPolicy) -> u32 {
 /// Shares are scaled to integer weights with this resolution.
 const SHARE_SCALE: f64 = 1_000_000.0;
 
-/// Computes the tiers for `endpoints` under `policy`, seen from `local`.
-pub fn compute(endpoints: &[Arc<Endpoint>], policy: &UpstreamPolicy, local: &Locality) -> Tiers {
+/// Computes the tiers for `endpoints` under `policy`, seen from `local`; `health(i)`
+/// says whether endpoint `i` is healthy and whether it only admits a half-open trial.
+pub fn compute(
+    endpoints: &[Arc<Endpoint>],
+    health: impl Fn(usize) -> NodeHealth,
+    policy: &UpstreamPolicy,
+    local: &Locality,
+) -> Tiers {
     let views: Vec<NodeView> = endpoints
         .iter()
-        .map(|e| NodeView {
-            weight: effective_weight(e, policy),
-            local_zone: local.is_local_zone(&e.node.zone),
-            local_region: local.is_local_region(&e.node.region),
-            priority: e.node.priority,
-            healthy: e.state.health.is_healthy(),
-            trial: e.state.health.is_trial_only(),
+        .enumerate()
+        .map(|(i, e)| {
+            let h = health(i);
+            NodeView {
+                weight: effective_weight(e, policy),
+                local_zone: local.is_local_zone(&e.node.zone),
+                local_region: local.is_local_region(&e.node.region),
+                priority: e.node.priority,
+                healthy: h.healthy,
+                trial: h.trial,
+            }
         })
         .collect();
     let p = plan(&views, &TierPolicy::from(policy));

@@ -116,7 +116,7 @@ async fn export_then_import_into_an_empty_gateway_reproduces_routing() {
         }
         // The import is in the file: a restart of the empty gateway serves it.
         let reloaded = config::load_file(&empty.config_path(), &Overrides::default()).unwrap();
-        assert_eq!(reloaded.raw, *source.gateway.state.raw.lock().unwrap());
+        assert_eq!(reloaded.raw, source.gateway.control.served_raw());
         empty.stop().await;
     }
 
@@ -139,7 +139,7 @@ async fn export_then_import_into_an_empty_gateway_reproduces_routing() {
     assert_eq!(r.status, 200);
     assert_eq!(routing(&source.url).await, expected);
     // An import that does not validate as a whole changes nothing.
-    let generation = source.gateway.state.generation();
+    let generation = source.gateway.control.generation();
     let broken =
         shop(a.port(), b.port(), c.port()).replace("version: \"2\"\n        routes", "version: \"2\"\n        routez");
     let r = send(Method::PUT, &format!("{}/admin/v1/config", source.admin), &[], broken).await;
@@ -151,7 +151,7 @@ async fn export_then_import_into_an_empty_gateway_reproduces_routing() {
     let r = send(Method::PUT, &format!("{}/admin/v1/config", source.admin), &[], dangling).await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.json()["error"]["path"], "gateway_groups[1].services[0].version");
-    assert_eq!(source.gateway.state.generation(), generation);
+    assert_eq!(source.gateway.control.generation(), generation);
     assert_eq!(routing(&source.url).await, expected);
     source.stop().await;
 }

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// Most `limits:` rules one service version may have (the limiter keeps its
+/// per-request state in a fixed array of this size).
+pub const MAX_RULES: usize = 32;
+
 /// Limit algorithm.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LimitAlgorithm {

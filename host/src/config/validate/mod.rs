@@ -305,10 +305,10 @@ impl Validator {
                 Some(rule)
             })
             .collect();
-        if raw.limits.len() > crate::ratelimit::MAX_RULES {
+        if raw.limits.len() > MAX_RULES {
             self.error(
                 format!("{path}.limits"),
-                format!("at most {} rules per version", crate::ratelimit::MAX_RULES),
+                format!("at most {} rules per version", MAX_RULES),
             );
         }
         let quota = raw

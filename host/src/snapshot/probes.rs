@@ -1,6 +1,6 @@
-//! Background work: one probe task per endpoint with an active check, keyed by
-//! endpoint identity and reconciled on every config apply, and the sweeper that
-//! ends timed states and republishes the candidate tiers.
+//! The active-probe scheduler: one probe task per endpoint with an active check,
+//! keyed by endpoint identity and reconciled on every config apply. Tasks run under
+//! the gateway's shutdown tree (a child token each, one tracker).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,18 +8,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::evaluator::{Observation, Source};
-use super::hub::HealthHub;
-use super::probe::{ProbeSpec, run_probe};
-use super::state::{HealthState, NodeState};
-use crate::upstream::{EndpointKey, Snapshot, Upstream};
-
-/// The sweeper runs at least this often (gauges, slow start ramps, safety net).
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+use super::probe::run_probe;
+use super::sweep::SWEEP_INTERVAL;
+use super::{Snapshot, Upstream};
+use crate::health::{HealthState, Observation, ProbeSpec, Source};
+use crate::outcome::EndpointKey;
 
 /// Probe intervals vary by up to this fraction either way, so units that share
 /// nodes do not probe in lock-step.
@@ -35,7 +33,7 @@ struct ProbeTarget {
 
 struct ProbeTask {
     target: Arc<ArcSwap<ProbeTarget>>,
-    task: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 #[derive(Default)]
@@ -48,24 +46,29 @@ struct Inner {
 }
 
 /// Owns the probe tasks.
-pub struct HealthManager {
+pub struct ProbeScheduler {
     runtime: Handle,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
     inner: Mutex<Inner>,
 }
 
-impl std::fmt::Debug for HealthManager {
+impl std::fmt::Debug for ProbeScheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HealthManager")
+        f.debug_struct("ProbeScheduler")
             .field("probes", &self.probe_count())
             .finish()
     }
 }
 
-impl HealthManager {
-    /// A manager that spawns its probe tasks on `runtime`.
-    pub fn new(runtime: Handle) -> Self {
-        HealthManager {
+impl ProbeScheduler {
+    /// A scheduler that spawns its probe tasks on `runtime`, tracked by `tracker`;
+    /// every task stops when `shutdown` is cancelled.
+    pub fn new(runtime: Handle, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
+        ProbeScheduler {
             runtime,
+            tracker,
+            shutdown,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -110,7 +113,7 @@ impl HealthManager {
         inner.probes.retain(|key, probe| {
             let keep = wanted.contains_key(key);
             if !keep {
-                probe.task.abort();
+                probe.stop.cancel();
                 tracing::debug!(target: "gatehouse::health", node = %key, "probe stopped");
             }
             keep
@@ -122,9 +125,12 @@ impl HealthManager {
                 Some(probe) => probe.target.store(Arc::new(target)),
                 None => {
                     let target = Arc::new(ArcSwap::from_pointee(target));
-                    let task = self.runtime.spawn(probe_loop(target.clone()));
+                    let stop = self.shutdown.child_token();
+                    let task = probe_loop(target.clone());
+                    let until_stopped = stop.clone().run_until_cancelled_owned(task);
+                    self.tracker.spawn_on(until_stopped, &self.runtime);
                     tracing::debug!(target: "gatehouse::health", node = %key, "probe started");
-                    inner.probes.insert(key, ProbeTask { target, task });
+                    inner.probes.insert(key, ProbeTask { target, stop });
                 }
             }
         }
@@ -135,16 +141,16 @@ impl HealthManager {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).probes.len()
     }
 
-    /// Stops every probe task.
+    /// Stops every probe task (they also stop when the shutdown token is cancelled).
     pub fn stop(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for (_, probe) in inner.probes.drain() {
-            probe.task.abort();
+            probe.stop.cancel();
         }
     }
 }
 
-impl Drop for HealthManager {
+impl Drop for ProbeScheduler {
     fn drop(&mut self) {
         self.stop();
     }
@@ -188,73 +194,14 @@ async fn probe_loop(target: Arc<ArcSwap<ProbeTarget>>) {
             retry_after: None,
         };
         let ep = &t.upstream.endpoints[t.idx];
-        let verdict = super::observe_at(&t.upstream, ep, &obs, Instant::now());
+        let verdict = t.upstream.health.observe_at(ep, t.idx, &obs, Instant::now());
         t.upstream.health.metrics.probe(verdict);
-        let interval = match ep.state.health.health_state() {
+        let interval = match t.upstream.health.cells[t.idx].health_state() {
             HealthState::Healthy => check.healthy_interval,
             _ => check.unhealthy_interval,
         };
         drop(t);
         tokio::time::sleep(jittered(interval)).await;
-    }
-}
-
-/// The sweeper: whenever a state changes (or a timer is due, or every
-/// [`SWEEP_INTERVAL`]) it ends ejections and breaker trips whose time is up,
-/// recomputes every upstream's candidate tiers, and updates the health gauges.
-/// Runs until `shutdown` turns true.
-pub async fn sweep(snapshot: Arc<ArcSwap<Snapshot>>, hub: Arc<HealthHub>, mut shutdown: watch::Receiver<bool>) {
-    let mut panics: HashMap<Arc<str>, bool> = HashMap::new();
-    loop {
-        let snap = snapshot.load_full();
-        let now = Instant::now();
-        let mut next = now + SWEEP_INTERVAL;
-        for up in &snap.upstreams {
-            for ep in &up.endpoints {
-                let (transitions, due) = ep.state.health.tick(&up.version.upstream, now);
-                up.health.publish(ep, &transitions);
-                if let Some(due) = due {
-                    next = next.min(due);
-                }
-            }
-        }
-        snap.refresh_tiers();
-        let mut gauges = Vec::with_capacity(snap.upstreams.len());
-        for up in &snap.upstreams {
-            let mut counts = [0i64; NodeState::ALL.len()];
-            for ep in &up.endpoints {
-                counts[ep.state.health.state().index()] += 1;
-            }
-            let panic = up.tiers.load().panic;
-            let was = panics.insert(up.service.clone(), panic).unwrap_or(false);
-            if panic != was {
-                log_panic(up, panic);
-            }
-            gauges.push((&*up.service, counts, panic));
-        }
-        hub.set_gauges(gauges);
-        panics.retain(|s, _| snap.upstreams.iter().any(|u| &u.service == s));
-        drop(snap);
-        tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
-            _ = hub.changed.notified() => {}
-            _ = tokio::time::sleep_until(next) => {}
-        }
-    }
-}
-
-fn log_panic(up: &Upstream, panic: bool) {
-    let policy = &up.version.upstream;
-    if panic {
-        tracing::warn!(
-            target: "gatehouse::health",
-            service = %up.service,
-            panic_threshold = policy.panic_threshold,
-            on_panic = ?policy.on_panic,
-            "upstream in panic: too little healthy capacity"
-        );
-    } else {
-        tracing::info!(target: "gatehouse::health", service = %up.service, "upstream out of panic");
     }
 }
 

@@ -1,0 +1,178 @@
+//! The request body of one try as the connection pool sends it: size-limited,
+//! replayable when it is small or untouched, and reporting its progress for the
+//! send/read timers.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::outcome::now_ms;
+
+/// Boxed error used by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body exceeded `max_body_size`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    /// The limit.
+    pub limit: u64,
+}
+
+/// The client's body, counted against the size limit.
+#[derive(Debug)]
+pub struct LimitedBody {
+    inner: Incoming,
+    seen: u64,
+    limit: u64,
+}
+
+impl LimitedBody {
+    /// Wraps a client body.
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        Self { inner, seen: 0, limit }
+    }
+}
+
+impl HttpBody for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(d) = f.data_ref()
+        {
+            self.seen += d.len() as u64;
+            if self.seen > self.limit {
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: self.limit }))));
+            }
+        }
+        Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// When the last byte of a try's request body went out, and when data last moved.
+#[derive(Debug)]
+pub struct Progress {
+    last_ms: AtomicU32,
+    done_ms: AtomicU32,
+}
+
+/// `done_ms` before the body has ended.
+const NOT_DONE: u32 = u32::MAX;
+
+impl Progress {
+    /// Progress of a body that starts now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            last_ms: AtomicU32::new(now_ms()),
+            done_ms: AtomicU32::new(NOT_DONE),
+        })
+    }
+
+    /// Milliseconds (process clock) of the last movement.
+    pub fn last_ms(&self) -> u32 {
+        self.last_ms.load(Ordering::Relaxed)
+    }
+
+    /// When the body ended, if it has.
+    pub fn done_ms(&self) -> Option<u32> {
+        Some(self.done_ms.load(Ordering::Relaxed)).filter(|d| *d != NOT_DONE)
+    }
+
+    fn moved(&self) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn done(&self) {
+        let now = now_ms();
+        // NOT_DONE is a sentinel; a real timestamp equal to it is nudged by 1 ms.
+        self.done_ms
+            .store(if now == NOT_DONE { now - 1 } else { now }, Ordering::Relaxed);
+    }
+}
+
+/// A streamed client body that a retry can still use if no try has touched it.
+pub type StreamSlot = Arc<Mutex<Option<LimitedBody>>>;
+
+/// The request body of one try.
+#[derive(Debug)]
+pub enum TryBody {
+    /// No body.
+    Empty,
+    /// A buffered body (replayable).
+    Full(Option<Bytes>),
+    /// The client's stream, taken from its slot on first poll.
+    Stream {
+        /// Where the untouched stream waits.
+        slot: StreamSlot,
+        /// The stream once taken.
+        taken: Option<LimitedBody>,
+        /// Progress for the send/read timers.
+        progress: Arc<Progress>,
+    },
+}
+
+impl HttpBody for TryBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            TryBody::Empty => Poll::Ready(None),
+            TryBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            TryBody::Stream { slot, taken, progress } => {
+                if taken.is_none() {
+                    *taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                }
+                let Some(body) = taken.as_mut() else {
+                    return Poll::Ready(Some(Err("request body was already consumed by an earlier try".into())));
+                };
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                match &frame {
+                    None => progress.done(),
+                    Some(_) => progress.moved(),
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            TryBody::Empty => true,
+            TryBody::Full(d) => d.is_none(),
+            TryBody::Stream { taken, .. } => taken.as_ref().is_some_and(|b| b.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            TryBody::Empty => SizeHint::with_exact(0),
+            TryBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            TryBody::Stream { slot, taken, .. } => match taken {
+                Some(b) => b.size_hint(),
+                None => slot
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|b| b.size_hint())
+                    .unwrap_or_default(),
+            },
+        }
+    }
+}
