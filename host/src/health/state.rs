@@ -267,25 +267,26 @@ impl Transitions {
     }
 }
 
-/// Largest millisecond value a word holds (about 8900 years).
+/// Largest millisecond value a packed state holds (about 8900 years).
 const T_MASK: u64 = (1 << 48) - 1;
 
-/// A dimension's word: state, a small counter, and a millisecond time (an
+/// One dimension of a node's health (health or breaker) packed into a u64 so one
+/// compare-and-swap moves it: the state, a small counter, and a millisecond time (an
 /// "until" for timed states, a "since" otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Word {
+pub(crate) struct PackedState {
     pub state: u8,
     pub n: u8,
     pub t: u64,
 }
 
-impl Word {
+impl PackedState {
     pub fn pack(self) -> u64 {
         u64::from(self.state) << 56 | u64::from(self.n) << 48 | (self.t & T_MASK)
     }
 
     pub fn unpack(x: u64) -> Self {
-        Word {
+        PackedState {
             state: (x >> 56) as u8,
             n: (x >> 48) as u8,
             t: x & T_MASK,
@@ -307,13 +308,13 @@ mod tests {
 
     #[test]
     fn words_round_trip() {
-        let w = Word {
+        let w = PackedState {
             state: HealthState::Ejected as u8,
             n: 7,
             t: 123_456_789,
         };
-        assert_eq!(Word::unpack(w.pack()), w);
-        assert_eq!(Word::unpack(w.pack()).health(), HealthState::Ejected);
+        assert_eq!(PackedState::unpack(w.pack()), w);
+        assert_eq!(PackedState::unpack(w.pack()).health(), HealthState::Ejected);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod error;
+mod explain;
 pub mod forward;
 pub mod headers;
 pub mod pipeline;

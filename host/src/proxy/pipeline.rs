@@ -1,5 +1,8 @@
-//! The request pipeline: route -> tiers -> balancer pick -> forward -> record the
-//! outcome -> retry decision -> response.
+//! The request pipeline: route -> rate limit -> tiers -> balancer pick -> forward ->
+//! record the outcome -> retry decision -> response.
+//!
+//! [`handle`] routes and applies limits; an [`Exchange`] carries one routed request
+//! through its tries, so no step needs more than the request and its context.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,15 +19,17 @@ use hyper::body::Incoming;
 use super::ProxyContext;
 use super::body::{Body, BodyTooLarge, LimitedBody, Progress, StreamSlot, TryBody, UpstreamBody};
 use super::error::{ProxyError, error_response};
+pub use super::explain::DEBUG_HEADER;
+use super::explain::{Served, explain};
 use super::forward::{self, TryError};
 use super::headers;
 use crate::balance::{NodeSet, PickContext, RequestView};
 use crate::config::model::{GatewaySettings, PassHost};
-use crate::retry::{RetryContext, RetryDecision, idempotent, parse_retry_after};
-use crate::router::{RouteTarget, request_host};
-
 use crate::outcome::Outcome;
+use crate::retry::{BudgetGuard, RetryContext, RetryDecision, RetrySlot, idempotent, parse_retry_after};
+use crate::router::{RouteTarget, request_host};
 use crate::snapshot::Upstream;
+use crate::upstream::InflightGuard;
 use crate::zone::Tiers;
 
 static IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("idempotency-key");
@@ -33,6 +38,7 @@ static IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("id
 pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     let start = Instant::now();
     let snap = ctx.snapshot.load_full();
+    let gw = &snap.config.gateway;
     let (parts, body) = req.into_parts();
     let route = snap
         .router
@@ -42,27 +48,27 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
         ctx.metrics.unrouted.inc();
         ctx.metrics.unrouted_response(404);
         let msg = format!("no route matches {} {}", parts.method, parts.uri.path());
-        if snap.config.gateway.access_log {
-            access_log(&parts, remote, 404, "-", "-", 0, start);
+        if gw.access_log {
+            AccessLine::new(&parts, remote, start).write(404, "-", "-", "-", 0);
         }
         return error_response(ProxyError::RouteNotFound, &msg);
     };
     let up = snap.upstreams[route.upstream].clone();
-    let debug = route.debug
-        || snap
-            .config
-            .gateway
-            .debug_header
-            .as_ref()
-            .is_some_and(|h| parts.headers.contains_key(h));
-    let method = parts.method.clone();
-    let path = snap.config.gateway.access_log.then(|| parts.uri.clone());
+    let debug = route.debug || gw.debug_header.as_ref().is_some_and(|h| parts.headers.contains_key(h));
+    let line = gw.access_log.then(|| AccessLine::new(&parts, remote, start));
     let (mut resp, served) = match crate::ratelimit::enforce(up.limiter.as_ref(), &route.name, &parts, remote) {
         Ok(limit_headers) => {
-            // Boxed: the proxy future holds a few KiB of state that would otherwise be
-            // copied each time hyper moves the request future.
-            let (mut resp, served) =
-                Box::pin(proxy(&snap.config.gateway, &up, &route, parts, body, remote, start)).await;
+            let exchange = Exchange {
+                gw,
+                up: &up,
+                route: &route,
+                remote,
+                start,
+                served: Served::default(),
+            };
+            // Boxed: the exchange future holds a few KiB of state that would otherwise
+            // be copied each time hyper moves the request future.
+            let (mut resp, served) = Box::pin(exchange.run(parts, body)).await;
             if let Some(h) = limit_headers {
                 h.apply(resp.headers_mut());
             }
@@ -76,96 +82,45 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
     let status = resp.status().as_u16();
     up.metrics.response(status);
     up.metrics.latency.observe(start.elapsed().as_secs_f64());
-    if let Some(uri) = path {
+    if let Some(line) = line {
         let node = served.node.map(|i| &*up.endpoints[i].key.authority).unwrap_or("-");
-        tracing::info!(
-            target: "gatehouse::access",
-            client = %remote.ip(),
-            method = %method,
-            uri = %uri,
-            status,
-            service = %up.service,
-            route = %route.name,
-            node,
-            tries = served.tries,
-            ms = start.elapsed().as_secs_f64() * 1000.0,
-        );
+        line.write(status, &up.service, &route.name, node, served.tries);
     }
     resp
 }
 
-fn access_log(parts: &Parts, remote: SocketAddr, status: u16, service: &str, node: &str, tries: u32, start: Instant) {
-    tracing::info!(
-        target: "gatehouse::access",
-        client = %remote.ip(),
-        method = %parts.method,
-        uri = %parts.uri,
-        status,
-        service,
-        node,
-        tries,
-        ms = start.elapsed().as_secs_f64() * 1000.0,
-    );
+/// One access-log line: what is known when the request arrives, written once the
+/// answer is known.
+struct AccessLine {
+    client: std::net::IpAddr,
+    method: http::Method,
+    uri: Uri,
+    start: Instant,
 }
 
-/// What served a request, for logs and the debug header.
-#[derive(Debug, Default, Clone)]
-struct Served {
-    node: Option<usize>,
-    tier: usize,
-    tries: u32,
-    /// Tries that failed: (endpoint index, outcome).
-    failures: Vec<(usize, Outcome)>,
-}
-
-/// Response header that explains the routing decision.
-pub static DEBUG_HEADER: header::HeaderName = header::HeaderName::from_static("x-gatehouse-debug");
-
-/// The debug header's value: node, zone, tier, tries and why.
-fn explain(up: &Upstream, served: &Served) -> Option<HeaderValue> {
-    let tiers = up.tiers.load();
-    let mut out = match served.node {
-        Some(i) => {
-            let n = &up.endpoints[i].node;
-            format!(
-                "node={}; zone={}; region={}; priority={}; tier={}",
-                up.endpoints[i].key.authority,
-                if n.zone.is_empty() { &up.locality.zone } else { &n.zone },
-                if n.region.is_empty() {
-                    &up.locality.region
-                } else {
-                    &n.region
-                },
-                n.priority,
-                served.tier
-            )
+impl AccessLine {
+    fn new(parts: &Parts, remote: SocketAddr, start: Instant) -> Self {
+        AccessLine {
+            client: remote.ip(),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            start,
         }
-        None => "node=none".to_string(),
-    };
-    out.push_str(&format!(
-        "; tries={}; balancer={}; panic={}",
-        served.tries,
-        up.balancer.name(),
-        tiers.panic
-    ));
-    if !served.failures.is_empty() {
-        let failed: Vec<String> = served
-            .failures
-            .iter()
-            .map(|(i, o)| format!("{} {}", up.endpoints[*i].key.authority, outcome_name(*o)))
-            .collect();
-        out.push_str(&format!("; failed=[{}]", failed.join(", ")));
     }
-    out.push_str(&format!("; plan=\"{}\"", tiers.note));
-    HeaderValue::from_str(&out).ok()
-}
 
-fn outcome_name(o: Outcome) -> String {
-    match o {
-        Outcome::Status(s) => s.to_string(),
-        Outcome::ConnectFailure => "connect_failure".into(),
-        Outcome::Timeout => "timeout".into(),
-        Outcome::Reset => "reset".into(),
+    fn write(&self, status: u16, service: &str, route: &str, node: &str, tries: u32) {
+        tracing::info!(
+            target: "gatehouse::access",
+            client = %self.client,
+            method = %self.method,
+            uri = %self.uri,
+            status,
+            service,
+            route,
+            node,
+            tries,
+            ms = self.start.elapsed().as_secs_f64() * 1000.0,
+        );
     }
 }
 
@@ -220,93 +175,141 @@ async fn prepare_body(body: Incoming, max_body: u64, max_replay: u64) -> Result<
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn proxy(
-    gw: &GatewaySettings,
-    up: &Arc<Upstream>,
-    route: &RouteTarget,
-    mut parts: Parts,
-    body: Incoming,
+/// One routed request on its way through its upstream: what every try needs, and
+/// the record of the tries made.
+struct Exchange<'a> {
+    gw: &'a GatewaySettings,
+    up: &'a Arc<Upstream>,
+    route: &'a RouteTarget,
     remote: SocketAddr,
     start: Instant,
-) -> (Response<Body>, Served) {
-    let mut served = Served::default();
-    let gw_max_body = gw.max_body_size;
-    let policy = &up.version.upstream;
-    if let Some(len) = body.size_hint().exact()
-        && len > gw_max_body
-    {
-        let msg = format!("request body of {len} bytes exceeds the limit of {gw_max_body} bytes");
-        return (error_response(ProxyError::BodyTooLarge, &msg), served);
-    }
+    served: Served,
+}
 
-    // Headers for the upstream, shared by every try.
-    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let via = if parts.version == Version::HTTP_2 {
-        headers::VIA_H2
-    } else {
-        headers::VIA_H1
-    };
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(h) = &gw.debug_header {
-        parts.headers.remove(h);
-    }
-    headers::add_forwarded(&mut parts.headers, remote, client_host.as_ref(), via.clone());
-    match &policy.pass_host {
-        // HTTP/1 requests carry Host already; an HTTP/2 request's authority becomes it.
-        PassHost::Pass => {
-            if let Some(h) = client_host
-                && !parts.headers.contains_key(header::HOST)
-            {
-                parts.headers.insert(header::HOST, h);
+/// The answer of one try, with what the retry decision needs.
+struct Tried {
+    result: Result<forward::Sent, TryError>,
+    inflight: InflightGuard,
+    outcome: Outcome,
+    retry_after: Option<Duration>,
+}
+
+impl Exchange<'_> {
+    /// Forwards the request, retrying as the policy and the safety rules allow.
+    async fn run(mut self, mut parts: Parts, body: Incoming) -> (Response<Body>, Served) {
+        let max_body = self.gw.max_body_size;
+        if let Some(len) = body.size_hint().exact()
+            && len > max_body
+        {
+            let msg = format!("request body of {len} bytes exceeds the limit of {max_body} bytes");
+            return self.answer(error_response(ProxyError::BodyTooLarge, &msg));
+        }
+        let via = self.upstream_headers(&mut parts);
+        let policy = &self.up.version.upstream;
+        let body = match prepare_body(body, max_body, policy.retry.max_replay_body).await {
+            Ok(b) => b,
+            Err(e) => return self.answer(error_response(e, "the request body could not be read")),
+        };
+        let up = self.up;
+        let _active = up.budget.start_request();
+        let may_repeat = idempotent(&parts.method) || parts.headers.contains_key(&IDEMPOTENCY_KEY);
+        let deadline = policy.retry.retry_timeout.map(|t| self.start + t);
+        let mut excluded = NodeSet::new();
+        let mut retry_slot = RetrySlot::default();
+        loop {
+            let tiers = up.tiers.load();
+            let Some((idx, tier)) = pick(up, &tiers, &excluded, &parts, self.remote) else {
+                return self.answer(no_node(up, tiers.panic));
+            };
+            excluded.insert(idx);
+            // Out since the tiers were computed, or half-open with its one trial taken.
+            let Some(admission) = up.health.admit(idx, tiers.panic) else {
+                continue;
+            };
+            drop(tiers);
+            self.served.tries += 1;
+            self.served.node = Some(idx);
+            self.served.tier = tier;
+            let tried = match self.try_once(&parts, &body, idx, deadline).await {
+                Ok(t) => t,
+                Err(resp) => return self.answer(resp),
+            };
+            drop(admission);
+            let reached = tried.result.as_ref().map_or_else(|e| e.reached_upstream(), |_| true);
+            let safe = (may_repeat || !reached) && body.replayable();
+            let retry = self.may_retry(&parts, &tried, reached, safe, deadline, &excluded);
+            if !matches!(tried.outcome, Outcome::Status(s) if s < 500) {
+                self.served.failures.push((idx, tried.outcome));
+            }
+            let Some((backoff, guard)) = retry else {
+                return self.answer(finish(tried.result, tried.inflight, up, via));
+            };
+            up.metrics.retries.inc();
+            drop(tried);
+            if let Some(guard) = guard {
+                retry_slot.hold(guard);
+            }
+            if !backoff.is_zero() {
+                tokio::time::sleep(backoff).await;
             }
         }
-        PassHost::Rewrite(v) => {
-            parts.headers.insert(header::HOST, v.clone());
-        }
-        PassHost::Node => {}
     }
 
-    let body = match prepare_body(body, gw_max_body, policy.retry.max_replay_body).await {
-        Ok(b) => b,
-        Err(e) => return (error_response(e, "the request body could not be read"), served),
-    };
+    fn answer(self, resp: Response<Body>) -> (Response<Body>, Served) {
+        (resp, self.served)
+    }
 
-    let _active = up.budget.start_request();
-    let may_repeat = idempotent(&parts.method) || parts.headers.contains_key(&IDEMPOTENCY_KEY);
-    let deadline = policy.retry.retry_timeout.map(|t| start + t);
-    let mut excluded = NodeSet::new();
-    let mut _retry_slot = None;
-    loop {
-        let tiers = up.tiers.load();
-        let Some((idx, tier)) = pick(up, &tiers, &excluded, &parts, remote) else {
-            let msg = if tiers.panic {
-                format!(
-                    "service {} is in panic (too little healthy capacity) and on_panic is fail",
-                    up.service
-                )
-            } else {
-                format!("no healthy node is available for service {}", up.service)
-            };
-            return (error_response(ProxyError::NoHealthyUpstream, &msg), served);
+    /// Turns the client's head into the head every try sends: hop-by-hop headers
+    /// gone, `X-Forwarded-*` added, `Host` as the policy says. Returns the `Via`
+    /// value for the response.
+    fn upstream_headers(&self, parts: &mut Parts) -> HeaderValue {
+        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let via = if parts.version == Version::HTTP_2 {
+            headers::VIA_H2
+        } else {
+            headers::VIA_H1
         };
-        excluded.insert(idx);
-        // Out since the tiers were computed, or half-open with its one trial taken.
-        let Some(admission) = up.health.admit(idx, tiers.panic) else {
-            continue;
-        };
-        drop(tiers);
-        served.tries += 1;
-        served.node = Some(idx);
-        served.tier = tier;
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(h) = &self.gw.debug_header {
+            parts.headers.remove(h);
+        }
+        headers::add_forwarded(&mut parts.headers, self.remote, client_host.as_ref(), via.clone());
+        match &self.up.version.upstream.pass_host {
+            // HTTP/1 requests carry Host already; an HTTP/2 request's authority becomes it.
+            PassHost::Pass => {
+                if let Some(h) = client_host
+                    && !parts.headers.contains_key(header::HOST)
+                {
+                    parts.headers.insert(header::HOST, h);
+                }
+            }
+            PassHost::Rewrite(v) => {
+                parts.headers.insert(header::HOST, v.clone());
+            }
+            PassHost::Node => {}
+        }
+        via
+    }
+
+    /// Sends one try to endpoint `idx` and records its outcome. `Err` is the
+    /// client's answer when the try cannot be judged (the body was too large).
+    async fn try_once(
+        &self,
+        parts: &Parts,
+        body: &Prepared,
+        idx: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Tried, Response<Body>> {
+        let up = self.up;
+        let policy = &up.version.upstream;
         let ep = up.endpoints[idx].clone();
         let (try_body, progress) = body.for_try();
-        let req = upstream_request(&parts, &ep.host_header, &policy.pass_host, try_body);
+        let req = upstream_request(parts, &ep.host_header, &policy.pass_host, try_body);
         let inflight = ep.state.start_request();
         let t0 = Instant::now();
         let send = forward::send(&ep, req, &policy.timeouts, progress);
@@ -324,8 +327,8 @@ async fn proxy(
             Err(TryError::Timeout) => Outcome::Timeout,
             Err(TryError::Reset) => Outcome::Reset,
             Err(TryError::BodyTooLarge) => {
-                let msg = format!("request body exceeds the limit of {gw_max_body} bytes");
-                return (error_response(ProxyError::BodyTooLarge, &msg), served);
+                let msg = format!("request body exceeds the limit of {} bytes", self.gw.max_body_size);
+                return Err(error_response(ProxyError::BodyTooLarge, &msg));
             }
         };
         let retry_after = result
@@ -334,63 +337,72 @@ async fn proxy(
             .and_then(|r| r.response.headers().get(header::RETRY_AFTER))
             .and_then(parse_retry_after);
         record(up, idx, outcome, latency, retry_after);
-        drop(admission);
         tracing::debug!(service = %up.service, node = %ep.key.authority, ?outcome, ?latency, "try finished");
-
-        let decision = up.retry.decide(&RetryContext {
-            route: &route.name,
-            method: &parts.method,
-            tries: served.tries,
+        Ok(Tried {
+            result,
+            inflight,
             outcome,
             retry_after,
-            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Whether to try again, after how long, and with which budget slot: the policy
+    /// decides first, then the host's rules (safe to repeat, in time, a node left,
+    /// budget) can only say no. A retry of a request that never reached an
+    /// upstream adds no load there, so it does not spend the budget.
+    fn may_retry(
+        &self,
+        parts: &Parts,
+        tried: &Tried,
+        reached: bool,
+        safe: bool,
+        deadline: Option<Instant>,
+        excluded: &NodeSet,
+    ) -> Option<(Duration, Option<BudgetGuard>)> {
+        let up = self.up;
+        let decision = up.retry.decide(&RetryContext {
+            route: &self.route.name,
+            method: &parts.method,
+            tries: self.served.tries,
+            outcome: tried.outcome,
+            retry_after: tried.retry_after,
+            elapsed: self.start.elapsed(),
         });
-        let reached = match &result {
-            Ok(_) => true,
-            Err(e) => e.reached_upstream(),
+        let RetryDecision::Retry { backoff } = decision else {
+            return None;
         };
-        let retry = match decision {
-            RetryDecision::Stop => None,
-            RetryDecision::Retry { backoff } => {
-                let safe = (may_repeat || !reached) && body.replayable();
-                let in_time = deadline.is_none_or(|d| Instant::now() + backoff < d);
-                let node_left = has_open_candidate(&up.tiers.load(), &excluded);
-                if !(safe && in_time && node_left) {
-                    None
-                } else if !reached {
-                    // The request never reached an upstream: retrying it adds no load
-                    // to the upstreams, so it does not spend the budget.
-                    Some((backoff, None))
-                } else {
-                    match up
-                        .budget
-                        .try_start_retry(policy.retry.budget_percent, policy.retry.budget_min_concurrent)
-                    {
-                        Some(guard) => Some((backoff, Some(guard))),
-                        None => {
-                            up.metrics.retry_budget_exhausted.inc();
-                            None
-                        }
-                    }
-                }
+        let in_time = deadline.is_none_or(|d| Instant::now() + backoff < d);
+        if !(safe && in_time && has_open_candidate(&up.tiers.load(), excluded)) {
+            return None;
+        }
+        if !reached {
+            return Some((backoff, None));
+        }
+        let budget = &up.version.upstream.retry;
+        match up
+            .budget
+            .try_start_retry(budget.budget_percent, budget.budget_min_concurrent)
+        {
+            Some(guard) => Some((backoff, Some(guard))),
+            None => {
+                up.metrics.retry_budget_exhausted.inc();
+                None
             }
-        };
-        if !matches!(outcome, Outcome::Status(s) if s < 500) {
-            served.failures.push((idx, outcome));
-        }
-        let Some((backoff, guard)) = retry else {
-            return (finish(result, inflight, up, via), served);
-        };
-        up.metrics.retries.inc();
-        drop(result);
-        drop(inflight);
-        if guard.is_some() {
-            _retry_slot = guard;
-        }
-        if !backoff.is_zero() {
-            tokio::time::sleep(backoff).await;
         }
     }
+}
+
+/// The 503 when no node can be picked.
+fn no_node(up: &Upstream, panic: bool) -> Response<Body> {
+    let msg = if panic {
+        format!(
+            "service {} is in panic (too little healthy capacity) and on_panic is fail",
+            up.service
+        )
+    } else {
+        format!("no healthy node is available for service {}", up.service)
+    };
+    error_response(ProxyError::NoHealthyUpstream, &msg)
 }
 
 /// Picks from the first tier that still has an untried candidate; returns the
@@ -461,7 +473,7 @@ fn upstream_request(parts: &Parts, node_host: &HeaderValue, pass_host: &PassHost
 /// Turns the last try into the client's response.
 fn finish(
     result: Result<forward::Sent, TryError>,
-    inflight: crate::upstream::InflightGuard,
+    inflight: InflightGuard,
     up: &Upstream,
     via: HeaderValue,
 ) -> Response<Body> {

@@ -47,6 +47,19 @@ impl RetryBudget {
     }
 }
 
+/// The budget slot of the retry a request has in flight: holding a new one gives
+/// the previous one back, and dropping the holder (the request ended) gives back the
+/// last.
+#[derive(Debug, Default)]
+pub struct RetrySlot(Option<BudgetGuard>);
+
+impl RetrySlot {
+    /// Holds `guard` for the retry that starts now, releasing the previous retry's.
+    pub fn hold(&mut self, guard: BudgetGuard) {
+        self.0 = Some(guard);
+    }
+}
+
 /// Ends an active request or retry when dropped.
 #[derive(Debug)]
 pub struct BudgetGuard {

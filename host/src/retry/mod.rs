@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::config::model::RetryPolicyConfig;
 use crate::outcome::Outcome;
 
-pub use budget::{BudgetGuard, RetryBudget};
+pub use budget::{BudgetGuard, RetryBudget, RetrySlot};
 
 /// What a policy sees of a failed try.
 #[derive(Debug, Clone, Copy)]

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::breaker::BreakerSet;
 use super::counters::{AtomicCounts, Counts};
 use super::evaluator::{FailureKind, Observation, Source, Verdict};
-use super::state::{BreakerState, Cause, HealthState, NodeState, Transition, Transitions, Word};
+use super::state::{BreakerState, Cause, HealthState, NodeState, PackedState, Transition, Transitions};
 use crate::config::model::{ActiveCheck, BreakerRule, PassiveCheck, UpstreamPolicy};
 
 /// How long [`EndpointHealth::set_state`] keeps a node ejected or its breaker open.
@@ -98,12 +98,12 @@ impl Drop for TrialPermit<'_> {
 impl EndpointHealth {
     /// A healthy endpoint with a closed breaker and no history.
     pub fn new() -> Self {
-        let healthy = Word {
+        let healthy = PackedState {
             state: HealthState::Healthy as u8,
             n: 0,
             t: 0,
         };
-        let closed = Word {
+        let closed = PackedState {
             state: BreakerState::Closed as u8,
             n: 0,
             t: 0,
@@ -129,12 +129,12 @@ impl EndpointHealth {
         self.origin + Duration::from_millis(ms)
     }
 
-    fn health_word(&self) -> Word {
-        Word::unpack(self.health.load(Ordering::Acquire))
+    fn health_word(&self) -> PackedState {
+        PackedState::unpack(self.health.load(Ordering::Acquire))
     }
 
-    fn breaker_word(&self) -> Word {
-        Word::unpack(self.breaker.load(Ordering::Acquire))
+    fn breaker_word(&self) -> PackedState {
+        PackedState::unpack(self.breaker.load(Ordering::Acquire))
     }
 
     /// The health dimension.
@@ -220,7 +220,7 @@ impl EndpointHealth {
         let n = self.health_word().n;
         let t = if health == HealthState::Ejected { until } else { now_ms };
         self.health.store(
-            Word {
+            PackedState {
                 state: health as u8,
                 n,
                 t,
@@ -230,7 +230,7 @@ impl EndpointHealth {
         );
         let t = if breaker == BreakerState::Open { until } else { now_ms };
         self.breaker.store(
-            Word {
+            PackedState {
                 state: breaker as u8,
                 n: 0,
                 t,
@@ -373,7 +373,7 @@ impl EndpointHealth {
     /// Ejects for `base × n` (capped), `n` being this ejection's number in a row.
     /// A node that stayed healthy for `max_ejection_time` since it came back starts
     /// again at `n = 1`.
-    fn eject(&self, p: &PassiveCheck, w: Word, cause: Cause, count: u64, now_ms: u64) -> Option<Transition> {
+    fn eject(&self, p: &PassiveCheck, w: PackedState, cause: Cause, count: u64, now_ms: u64) -> Option<Transition> {
         let forgiven =
             w.health() == HealthState::Healthy && now_ms.saturating_sub(w.t) >= p.max_ejection_time.as_millis() as u64;
         let n = if forgiven { 1 } else { w.n.saturating_add(1) };
@@ -382,7 +382,7 @@ impl EndpointHealth {
             .saturating_mul(u32::from(n))
             .min(p.max_ejection_time);
         let until = now_ms + out_for.as_millis() as u64;
-        let next = Word {
+        let next = PackedState {
             state: HealthState::Ejected as u8,
             n,
             t: until,
@@ -392,8 +392,8 @@ impl EndpointHealth {
 
     /// Moves the health dimension from `w` (if it is still current) to `to` now,
     /// keeping the ejection count.
-    fn mark(&self, w: Word, to: HealthState, cause: Cause, count: u64, now_ms: u64) -> Option<Transition> {
-        let next = Word {
+    fn mark(&self, w: PackedState, to: HealthState, cause: Cause, count: u64, now_ms: u64) -> Option<Transition> {
+        let next = PackedState {
             state: to as u8,
             n: w.n,
             t: now_ms,
@@ -404,8 +404,8 @@ impl EndpointHealth {
     /// Moves the health dimension from `w` (if it is still current) to `next`.
     fn move_health(
         &self,
-        w: Word,
-        next: Word,
+        w: PackedState,
+        next: PackedState,
         cause: Cause,
         count: u64,
         out_for: Option<Duration>,

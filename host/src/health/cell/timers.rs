@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::EndpointHealth;
 use crate::config::model::UpstreamPolicy;
-use crate::health::state::{BreakerState, Cause, HealthState, Transitions, Word};
+use crate::health::state::{BreakerState, Cause, HealthState, PackedState, Transitions};
 
 impl EndpointHealth {
     /// Timer work, run by the background sweeper: ends ejections and breaker trips
@@ -23,7 +23,7 @@ impl EndpointHealth {
             HealthState::Healthy => None,
             _ if checks.active.is_none() && checks.passive.is_none() => self.move_health(
                 w,
-                Word {
+                PackedState {
                     state: HealthState::Healthy as u8,
                     n: 0,
                     t: now_ms,
@@ -57,7 +57,7 @@ impl EndpointHealth {
                 // Quietly forget old ejections; losing the race to a transition is fine.
                 let _ = self.health.compare_exchange(
                     w.pack(),
-                    Word { n: 0, ..w }.pack(),
+                    PackedState { n: 0, ..w }.pack(),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::EndpointHealth;
 use crate::health::breaker::{BreakerSet, Trip};
 use crate::health::evaluator::Observation;
-use crate::health::state::{BreakerState, Cause, NodeState, Transition, Word};
+use crate::health::state::{BreakerState, Cause, NodeState, PackedState, Transition};
 
 impl EndpointHealth {
     pub(super) fn observe_breaker(&self, obs: &Observation, now_ms: u64) -> Option<Transition> {
@@ -34,7 +34,7 @@ impl EndpointHealth {
     pub(super) fn open_breaker(
         &self,
         set: &BreakerSet,
-        w: Word,
+        w: PackedState,
         trip: Trip,
         cause: Cause,
         now_ms: u64,
@@ -53,7 +53,7 @@ impl EndpointHealth {
 
     pub(super) fn move_breaker(
         &self,
-        w: Word,
+        w: PackedState,
         to: BreakerState,
         rule: u8,
         t: u64,
@@ -67,13 +67,13 @@ impl EndpointHealth {
 
     pub(super) fn move_breaker_raw(
         &self,
-        w: Word,
+        w: PackedState,
         to: BreakerState,
         rule: u8,
         t: u64,
         cause: Cause,
     ) -> Option<Transition> {
-        let next = Word {
+        let next = PackedState {
             state: to as u8,
             n: rule,
             t,
