@@ -157,115 +157,161 @@ impl BuiltinLimiter {
             route: req.route,
             consumer_header: self.consumer_header.as_ref(),
         };
-        let mut admitted: [Option<Admission>; MAX_RULES] = [None; MAX_RULES];
-        let mut headers: Option<RateHeaders> = None;
-        let mut refused: Option<(usize, Duration, RateHeaders)> = None;
-        let mut unavailable: Option<usize> = None;
+        let headers = match self.check_rules(req, &src, now) {
+            Ok(headers) => headers,
+            Err(refused) => return refused,
+        };
+        match self.check_quota(&src, now) {
+            Some(refused) => refused,
+            None => Decision::Allow { headers },
+        }
+    }
+
+    /// Every rule counts the request; if one refuses, the others give their slots
+    /// back. `Ok` carries the headers of the tightest enforced rule.
+    fn check_rules(
+        &self,
+        req: &LimitRequest<'_>,
+        src: &KeySource<'_>,
+        now: Now,
+    ) -> Result<Option<RateHeaders>, Decision> {
+        let mut pass = RulesPass::default();
         for (i, rule) in self.rules.iter().enumerate() {
-            let step = with_key(&rule.key, &src, |k| rule.counting.acquire(k, now));
-            match step {
-                RuleStep::Admit {
-                    limit,
-                    remaining,
-                    reset,
-                    how,
-                } => {
-                    admitted[i] = Some(how);
-                    let tighter = headers.is_none_or(|h| remaining < h.remaining);
-                    if !rule.shadow && remaining != u64::MAX && tighter {
-                        headers = Some(RateHeaders {
-                            limit,
-                            remaining,
-                            reset,
-                        });
-                    }
-                }
-                RuleStep::Deny { retry, .. } | RuleStep::Busy { retry, .. } if rule.shadow => {
-                    rule.metrics.shadow_limited.inc();
+            let step = with_key(&rule.key, src, |k| rule.counting.acquire(k, now));
+            if rule.shadow && !matches!(step, RuleStep::Admit { .. }) {
+                rule.metrics.shadow_limited.inc();
+                if let RuleStep::Deny { retry, .. } | RuleStep::Busy { retry, .. } = step {
                     rule.log_shadow(&self.service, req, now, retry);
                 }
-                RuleStep::Deny { limit, retry, reset } | RuleStep::Busy { limit, retry, reset } => {
-                    rule.metrics.limited.inc();
-                    if refused.as_ref().is_none_or(|(_, r, _)| retry > *r) {
-                        let h = RateHeaders {
-                            limit,
-                            remaining: 0,
-                            reset,
-                        };
-                        refused = Some((i, retry, h));
-                    }
-                }
-                RuleStep::Unavailable if rule.shadow => {
-                    rule.metrics.shadow_limited.inc();
-                }
-                RuleStep::Unavailable => {
-                    rule.metrics.unavailable.inc();
-                    unavailable.get_or_insert(i);
-                }
+                continue;
             }
+            pass.note(i, rule, step);
         }
-        if refused.is_some() || unavailable.is_some() {
+        if pass.refused.is_none() && pass.unavailable.is_none() {
             for (i, rule) in self.rules.iter().enumerate() {
-                if let (false, Some(how)) = (rule.shadow, admitted[i]) {
-                    with_key(&rule.key, &src, |k| rule.counting.refund(k, how, now));
+                if pass.admitted[i].is_some() {
+                    rule.metrics.allowed.inc();
                 }
             }
-            return match (refused, unavailable) {
-                (Some((i, retry, headers)), _) => Decision::Limited {
-                    rule: self.rules[i].name.clone(),
-                    retry_after: retry,
-                    headers,
-                },
-                (None, Some(i)) => Decision::Unavailable {
-                    rule: self.rules[i].name.clone(),
-                    retry_after: Duration::from_secs(1),
-                },
-                (None, None) => unreachable!("checked above"),
-            };
+            return Ok(pass.headers);
         }
         for (i, rule) in self.rules.iter().enumerate() {
-            if admitted[i].is_some() {
-                rule.metrics.allowed.inc();
+            if let (false, Some(how)) = (rule.shadow, pass.admitted[i]) {
+                with_key(&rule.key, src, |k| rule.counting.refund(k, how, now));
             }
         }
-        if let Some(q) = &self.quota {
-            let step = with_key(&q.key, &src, |k| match &q.counting {
-                QuotaCounting::Local(l) => l.acquire(k, now.wall_ms),
-                QuotaCounting::Shared(s) => s.acquire(k, now),
-            });
-            match step {
-                RuleStep::Admit { .. } => {
-                    q.metrics.allowed.inc();
-                }
-                RuleStep::Deny { retry, .. } => {
-                    q.metrics.limited.inc();
-                    return Decision::QuotaExceeded {
-                        rule: QUOTA_RULE.into(),
-                        retry_after: retry,
-                    };
-                }
-                RuleStep::Busy { limit, retry, reset } => {
-                    q.metrics.limited.inc();
-                    return Decision::Limited {
-                        rule: QUOTA_RULE.into(),
-                        retry_after: retry,
-                        headers: RateHeaders {
-                            limit,
-                            remaining: 0,
-                            reset,
-                        },
-                    };
-                }
-                RuleStep::Unavailable => {
-                    q.metrics.unavailable.inc();
-                    return Decision::Unavailable {
-                        rule: QUOTA_RULE.into(),
-                        retry_after: Duration::from_secs(1),
-                    };
+        Err(match (pass.refused, pass.unavailable) {
+            (Some((i, retry, headers)), _) => Decision::Limited {
+                rule: self.rules[i].name.clone(),
+                retry_after: retry,
+                headers,
+            },
+            (None, Some(i)) => Decision::Unavailable {
+                rule: self.rules[i].name.clone(),
+                retry_after: Duration::from_secs(1),
+            },
+            (None, None) => unreachable!("checked above"),
+        })
+    }
+
+    /// The quota, after every rule admitted: `Some` is its refusal.
+    fn check_quota(&self, src: &KeySource<'_>, now: Now) -> Option<Decision> {
+        let q = self.quota.as_ref()?;
+        let step = with_key(&q.key, src, |k| match &q.counting {
+            QuotaCounting::Local(l) => l.acquire(k, now.wall_ms),
+            QuotaCounting::Shared(s) => s.acquire(k, now),
+        });
+        let refused = match step {
+            RuleStep::Admit { .. } => {
+                q.metrics.allowed.inc();
+                return None;
+            }
+            RuleStep::Deny { retry, .. } => Decision::QuotaExceeded {
+                rule: QUOTA_RULE.into(),
+                retry_after: retry,
+            },
+            // Room in the store, but this unit's share has not arrived: a 429, not spent.
+            RuleStep::Busy { limit, retry, reset } => Decision::Limited {
+                rule: QUOTA_RULE.into(),
+                retry_after: retry,
+                headers: RateHeaders {
+                    limit,
+                    remaining: 0,
+                    reset,
+                },
+            },
+            RuleStep::Unavailable => {
+                q.metrics.unavailable.inc();
+                return Some(Decision::Unavailable {
+                    rule: QUOTA_RULE.into(),
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        };
+        q.metrics.limited.inc();
+        Some(refused)
+    }
+}
+
+/// What the enforced rules said of one request, as they are counted.
+struct RulesPass {
+    /// How each rule counted an admission (to give it back on refusal).
+    admitted: [Option<Admission>; MAX_RULES],
+    /// Headers of the tightest admitting enforced rule.
+    headers: Option<RateHeaders>,
+    /// The refusing rule with the longest wait: (index, wait, headers).
+    refused: Option<(usize, Duration, RateHeaders)>,
+    /// The first rule whose store is unreachable (fail closed).
+    unavailable: Option<usize>,
+}
+
+impl Default for RulesPass {
+    fn default() -> Self {
+        RulesPass {
+            admitted: [None; MAX_RULES],
+            headers: None,
+            refused: None,
+            unavailable: None,
+        }
+    }
+}
+
+impl RulesPass {
+    /// Records what rule `i` said (a shadow rule only ever admits here).
+    fn note(&mut self, i: usize, rule: &RuleSlot, step: RuleStep) {
+        match step {
+            RuleStep::Admit {
+                limit,
+                remaining,
+                reset,
+                how,
+            } => {
+                self.admitted[i] = Some(how);
+                let tighter = self.headers.is_none_or(|h| remaining < h.remaining);
+                if !rule.shadow && remaining != u64::MAX && tighter {
+                    self.headers = Some(RateHeaders {
+                        limit,
+                        remaining,
+                        reset,
+                    });
                 }
             }
+            RuleStep::Deny { limit, retry, reset } | RuleStep::Busy { limit, retry, reset } => {
+                rule.metrics.limited.inc();
+                if self.refused.as_ref().is_none_or(|(_, r, _)| retry > *r) {
+                    let h = RateHeaders {
+                        limit,
+                        remaining: 0,
+                        reset,
+                    };
+                    self.refused = Some((i, retry, h));
+                }
+            }
+            RuleStep::Unavailable => {
+                rule.metrics.unavailable.inc();
+                self.unavailable.get_or_insert(i);
+            }
         }
-        Decision::Allow { headers }
     }
 }
 

@@ -98,73 +98,159 @@ pub fn plan(nodes: &[NodeView], p: &TierPolicy) -> Plan {
     let healthy_pct = 100.0 * healthy_weight / total;
     let panic = healthy_weight == 0.0 || (p.panic_threshold > 0.0 && healthy_pct < p.panic_threshold);
     if panic && (p.on_panic == OnPanic::Fail || (p.zone_routing == ZoneRouting::LocalOnly && healthy_weight == 0.0)) {
-        // Refuse traffic, except half-open trials: they are how ejected nodes come back.
-        let trials: Vec<usize> = universe.iter().copied().filter(|&i| nodes[i].trial).collect();
-        let w = weight_of(nodes, trials.iter().copied());
-        return Plan {
-            primary: trials.iter().map(|&i| (i, f64::from(nodes[i].weight) / w)).collect(),
-            panic: true,
-            note: format!("panic: {healthy_pct:.0}% of capacity healthy; refusing traffic but half-open trials"),
-            ..Plan::default()
-        };
+        return trials_only(nodes, &universe, healthy_pct);
     }
-    // Who may receive traffic: healthy nodes and half-open trials; in panic (fail
-    // open) every node.
-    let ok = |i: usize| panic || nodes[i].healthy || nodes[i].trial;
-
-    let mut levels: Vec<i32> = universe.iter().map(|&i| nodes[i].priority).collect();
-    levels.sort_unstable_by(|a, b| b.cmp(a));
-    levels.dedup();
-    let members = |level: i32| universe.iter().copied().filter(move |&i| nodes[i].priority == level);
-    let level_health: Vec<f64> = levels
-        .iter()
-        .map(|&l| weight_of(nodes, members(l).filter(|&i| ok(i))) / weight_of(nodes, members(l)))
-        .collect();
-    let mut loads = vec![0.0; levels.len()];
-    match p.priority_failover {
-        PriorityFailover::Backup => {
-            if let Some(first) = level_health.iter().position(|h| *h > 0.0) {
-                loads[first] = 1.0;
-            }
-        }
-        PriorityFailover::Graceful => {
-            let mut remaining: f64 = 1.0;
-            for (k, h) in level_health.iter().enumerate() {
-                let load = remaining.min((h * OVERPROVISIONING).min(1.0));
-                loads[k] = load;
-                remaining -= load;
-                if remaining <= 1e-12 {
-                    break;
-                }
-            }
-            let sum: f64 = loads.iter().sum();
-            if sum > 0.0 && (1.0 - sum).abs() > 1e-12 {
-                loads.iter_mut().for_each(|l| *l /= sum);
-            }
-        }
-    }
-
+    let planner = Planner {
+        nodes,
+        p,
+        universe,
+        panic,
+    };
+    let levels = planner.levels();
+    let loads = planner.level_loads(&levels);
     let mut share = vec![0.0f64; nodes.len()];
     let mut notes = Vec::new();
-    for (k, &level) in levels.iter().enumerate() {
-        if loads[k] <= 0.0 {
-            continue;
+    for (&level, &load) in levels.iter().zip(&loads) {
+        if load > 0.0 {
+            notes.push(planner.spread(level, load, &mut share));
         }
-        let load = loads[k];
-        let healthy_in = |r: u8| -> Vec<usize> {
-            members(level)
-                .filter(|&i| ok(i) && rank(&nodes[i], p.zone_routing) == r)
+    }
+    let primary: Vec<(usize, f64)> = (0..nodes.len())
+        .filter(|&i| share[i] > 0.0)
+        .map(|i| (i, share[i]))
+        .collect();
+    let mut note = notes.join("; ");
+    if panic {
+        note = format!("panic: {healthy_pct:.0}% of capacity healthy, failing open; {note}");
+    }
+    Plan {
+        primary,
+        fallback: planner.fallback(&levels, &share),
+        panic,
+        note,
+    }
+}
+
+/// Panic that refuses traffic, except half-open trials: they are how ejected nodes
+/// come back.
+fn trials_only(nodes: &[NodeView], universe: &[usize], healthy_pct: f64) -> Plan {
+    let trials: Vec<usize> = universe.iter().copied().filter(|&i| nodes[i].trial).collect();
+    let w = weight_of(nodes, trials.iter().copied());
+    Plan {
+        primary: trials.iter().map(|&i| (i, f64::from(nodes[i].weight) / w)).collect(),
+        panic: true,
+        note: format!("panic: {healthy_pct:.0}% of capacity healthy; refusing traffic but half-open trials"),
+        ..Plan::default()
+    }
+}
+
+/// The nodes that count, and the policy, while one plan is computed.
+struct Planner<'a> {
+    nodes: &'a [NodeView],
+    p: &'a TierPolicy,
+    /// Nodes with weight (in the local zone only, for `local_only`).
+    universe: Vec<usize>,
+    /// Failing open: every node may receive traffic.
+    panic: bool,
+}
+
+impl Planner<'_> {
+    /// Who may receive traffic: healthy nodes and half-open trials; in panic (fail
+    /// open) every node.
+    fn ok(&self, i: usize) -> bool {
+        self.panic || self.nodes[i].healthy || self.nodes[i].trial
+    }
+
+    fn members(&self, level: i32) -> impl Iterator<Item = usize> + '_ {
+        self.universe
+            .iter()
+            .copied()
+            .filter(move |&i| self.nodes[i].priority == level)
+    }
+
+    fn rank(&self, i: usize) -> u8 {
+        rank(&self.nodes[i], self.p.zone_routing)
+    }
+
+    /// Priority levels, highest first.
+    fn levels(&self) -> Vec<i32> {
+        let mut levels: Vec<i32> = self.universe.iter().map(|&i| self.nodes[i].priority).collect();
+        levels.sort_unstable_by(|a, b| b.cmp(a));
+        levels.dedup();
+        levels
+    }
+
+    /// The share of traffic each level takes: the first level with capacity takes
+    /// all (`backup`), or each takes its healthy share × overprovisioning of what is
+    /// left (`graceful`).
+    fn level_loads(&self, levels: &[i32]) -> Vec<f64> {
+        let nodes = self.nodes;
+        let level_health: Vec<f64> = levels
+            .iter()
+            .map(|&l| weight_of(nodes, self.members(l).filter(|&i| self.ok(i))) / weight_of(nodes, self.members(l)))
+            .collect();
+        let mut loads = vec![0.0; levels.len()];
+        match self.p.priority_failover {
+            PriorityFailover::Backup => {
+                if let Some(first) = level_health.iter().position(|h| *h > 0.0) {
+                    loads[first] = 1.0;
+                }
+            }
+            PriorityFailover::Graceful => {
+                let mut remaining: f64 = 1.0;
+                for (k, h) in level_health.iter().enumerate() {
+                    let load = remaining.min((h * OVERPROVISIONING).min(1.0));
+                    loads[k] = load;
+                    remaining -= load;
+                    if remaining <= 1e-12 {
+                        break;
+                    }
+                }
+                let sum: f64 = loads.iter().sum();
+                if sum > 0.0 && (1.0 - sum).abs() > 1e-12 {
+                    loads.iter_mut().for_each(|l| *l /= sum);
+                }
+            }
+        }
+        loads
+    }
+
+    /// Spreads `load` of `level` over its local nodes and its spill group, adding to
+    /// `share`; returns the note for this level.
+    fn spread(&self, level: i32, load: f64, share: &mut [f64]) -> String {
+        let nodes = self.nodes;
+        let serving_in = |r: u8| -> Vec<usize> {
+            self.members(level)
+                .filter(|&i| self.ok(i) && self.rank(i) == r)
                 .collect()
         };
-        let local = healthy_in(0);
-        let local_healthy = weight_of(nodes, local.iter().copied());
-        let region = healthy_in(1);
-        let spill = if !region.is_empty() { region } else { healthy_in(2) };
-        let (local_part, why) = match p.zone_routing {
+        let local = serving_in(0);
+        let region = serving_in(1);
+        let spill = if !region.is_empty() { region } else { serving_in(2) };
+        let (local_part, why) = self.local_part(level, &local, spill.is_empty());
+        let mut give = |group: &[usize], amount: f64| {
+            let w = weight_of(nodes, group.iter().copied());
+            if amount > 0.0 && w > 0.0 {
+                for &i in group {
+                    share[i] += amount * f64::from(nodes[i].weight) / w;
+                }
+            }
+        };
+        give(&local, load * local_part);
+        give(&spill, load * (1.0 - local_part));
+        format!("priority {level} takes {:.0}%; {why}", load * 100.0)
+    }
+
+    /// The part of a level's load its local zone keeps (`local` are its serving
+    /// nodes), and why.
+    fn local_part(&self, level: i32, local: &[usize], no_spill: bool) -> (f64, String) {
+        let p = self.p;
+        match p.zone_routing {
             ZoneRouting::Off => (1.0, "zones off".to_string()),
             ZoneRouting::LocalOnly => (1.0, "local zone only".to_string()),
             ZoneRouting::PreferLocal => {
-                let local_total = weight_of(nodes, members(level).filter(|&i| rank(&nodes[i], p.zone_routing) == 0));
+                let local_healthy = weight_of(self.nodes, local.iter().copied());
+                let local_total = weight_of(self.nodes, self.members(level).filter(|&i| self.rank(i) == 0));
                 let s = if local_total > 0.0 {
                     local_healthy / local_total
                 } else {
@@ -172,7 +258,7 @@ pub fn plan(nodes: &[NodeView], p: &TierPolicy) -> Plan {
                 };
                 let f = if local_healthy == 0.0 {
                     0.0
-                } else if spill.is_empty() || p.min_local_share <= 0.0 {
+                } else if no_spill || p.min_local_share <= 0.0 {
                     1.0
                 } else {
                     (s / p.min_local_share).min(1.0)
@@ -189,43 +275,24 @@ pub fn plan(nodes: &[NodeView], p: &TierPolicy) -> Plan {
                 };
                 (f, why)
             }
-        };
-        let mut give = |group: &[usize], amount: f64| {
-            let w = weight_of(nodes, group.iter().copied());
-            if amount > 0.0 && w > 0.0 {
-                for &i in group {
-                    share[i] += amount * f64::from(nodes[i].weight) / w;
-                }
-            }
-        };
-        give(&local, load * local_part);
-        give(&spill, load * (1.0 - local_part));
-        notes.push(format!("priority {level} takes {:.0}%; {why}", load * 100.0));
-    }
-
-    let primary: Vec<(usize, f64)> = (0..nodes.len())
-        .filter(|&i| share[i] > 0.0)
-        .map(|i| (i, share[i]))
-        .collect();
-    let mut fallback = Vec::new();
-    for &level in &levels {
-        for r in 0..3u8 {
-            let group: Vec<usize> = members(level)
-                .filter(|&i| ok(i) && share[i] == 0.0 && rank(&nodes[i], p.zone_routing) == r)
-                .collect();
-            if !group.is_empty() {
-                fallback.push(group);
-            }
         }
     }
-    let mut note = notes.join("; ");
-    if panic {
-        note = format!("panic: {healthy_pct:.0}% of capacity healthy, failing open; {note}");
-    }
-    Plan {
-        primary,
-        fallback,
-        panic,
-        note,
+
+    /// Serving nodes that got no share, by level and then locality rank: where a
+    /// retry goes once the primary tier is tried.
+    fn fallback(&self, levels: &[i32], share: &[f64]) -> Vec<Vec<usize>> {
+        let mut fallback = Vec::new();
+        for &level in levels {
+            for r in 0..3u8 {
+                let group: Vec<usize> = self
+                    .members(level)
+                    .filter(|&i| self.ok(i) && share[i] == 0.0 && self.rank(i) == r)
+                    .collect();
+                if !group.is_empty() {
+                    fallback.push(group);
+                }
+            }
+        }
+        fallback
     }
 }
