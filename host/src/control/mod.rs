@@ -425,44 +425,4 @@ pub fn render(path: &Path, raw: &RawConfig) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DOC: &str = r#"
-gateway: { group: g }
-services:
-  - name: s
-    versions:
-      - version: "1"
-        routes: [ { uri: "/" } ]
-gateway_groups:
-  - name: g
-    services: [ { service: s, version: "1", nodes: [ { host: h, port: 1 } ] } ]
-"#;
-
-    fn load(text: &str) -> Loaded {
-        config::load_str(text, "t", &Overrides::default(), Path::new(".")).unwrap()
-    }
-
-    #[test]
-    fn a_change_may_not_drop_the_served_group() {
-        let full = load(DOC);
-        let no_groups = load("gateway: { group: g }\nservices: []\n");
-        let err = keeps_own_group(&full.config, &no_groups.config).unwrap_err();
-        assert_eq!(err[0].path, "gateway_groups");
-        // An empty gateway may receive a group, and a full one may keep it.
-        assert!(keeps_own_group(&no_groups.config, &full.config).is_ok());
-        assert!(keeps_own_group(&full.config, &full.config).is_ok());
-    }
-
-    #[test]
-    fn json_files_stay_json_and_both_forms_load_back() {
-        let raw = load(DOC).raw;
-        let json = render(Path::new("gw.json"), &raw);
-        assert!(json.trim_start().starts_with('{'));
-        let yaml = render(Path::new("gw.yaml"), &raw);
-        assert!(!yaml.trim_start().starts_with('{'));
-        assert_eq!(load(&json).raw, raw);
-        assert_eq!(load(&yaml).raw, raw);
-    }
-}
+mod tests;
