@@ -1,4 +1,4 @@
-//! Admin request paths -> endpoints (DESIGN.md §7).
+//! Admin request paths -> endpoints (docs/admin-api.md).
 
 use http::Method;
 

@@ -1,4 +1,4 @@
-//! The config file as written: serde types that mirror DESIGN.md §3 field for field.
+//! The config file as written: serde types that mirror docs/configuration.md field for field.
 //!
 //! Every struct rejects unknown fields. Enumerations are kept as strings here and
 //! checked in [`super::validate`], so that an error can say which values are allowed.
