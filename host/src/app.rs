@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, Loaded, Overrides};
-use crate::control::{Cause, ControlPlane, ReloadOutcome, Served};
+use crate::control::{Cause, ControlEvent, ControlOptions, ControlPlane, ReloadOutcome, Served};
 use crate::metrics::Metrics;
 use crate::plugin::{PluginRuntime, PluginSettings};
 use crate::proxy::ProxyContext;
@@ -60,6 +60,9 @@ pub struct StartOptions {
     pub config_path: Option<PathBuf>,
     /// Flag overrides.
     pub overrides: Overrides,
+    /// Accept in-place edits of published versions, recording each
+    /// (`--allow-published-edits`; emergencies only).
+    pub allow_published_edits: bool,
 }
 
 /// State shared by the listeners and background tasks.
@@ -127,8 +130,13 @@ impl Served for AppState {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn reloaded(&self, ok: bool) {
-        self.proxy.metrics.config_reload(ok);
+    fn record(&self, event: ControlEvent) {
+        match event {
+            ControlEvent::Reload(ok) => self.proxy.metrics.config_reload(ok),
+            ControlEvent::PublishedEdit => {
+                self.proxy.metrics.published_edits.inc();
+            }
+        }
     }
 }
 
@@ -208,9 +216,13 @@ impl Gateway {
 
         let (root, tracker) = (CancellationToken::new(), TaskTracker::new());
         let state = build_state(&loaded.config, hooks, plugins, &root, &tracker);
-        state.apply(loaded.config.clone());
+        let options = ControlOptions {
+            path: options.config_path,
+            overrides: options.overrides,
+            allow_published_edits: options.allow_published_edits,
+        };
+        let control = ControlPlane::start(state.clone(), loaded, options);
         state.proxy.metrics.config_reload(true);
-        let control = ControlPlane::new(state.clone(), loaded.raw, options.config_path, options.overrides);
         // Catch a change made to the file since it was loaded, then watch it.
         control.reload_async(Cause::FileChange, false).await;
         if let Some(watcher) = crate::control::watch::spawn(control.clone(), tokio::runtime::Handle::current()) {

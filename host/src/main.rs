@@ -28,6 +28,11 @@ enum Command {
         config: PathBuf,
         #[command(flatten)]
         flags: Flags,
+        /// Accept edits of published versions in the file (or an import) instead of
+        /// refusing them; each is logged, counted and shown in the status. For
+        /// emergencies: the fix is a new version, published.
+        #[arg(long)]
+        allow_published_edits: bool,
     },
     /// Check a config file; print every error and exit non-zero if there are any.
     Validate {
@@ -101,7 +106,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, flags } => report(runtime().and_then(|rt| rt.block_on(run(config, flags.into())))),
+        Command::Run {
+            config,
+            flags,
+            allow_published_edits,
+        } => {
+            let options = StartOptions {
+                config_path: Some(config),
+                overrides: flags.into(),
+                allow_published_edits,
+            };
+            report(runtime().and_then(|rt| rt.block_on(run(options))))
+        }
         Command::Demo { listen, admin_listen } => {
             report(runtime().and_then(|rt| rt.block_on(run_demo(listen, admin_listen))))
         }
@@ -141,16 +157,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     builder.enable_all().build().context("cannot start the tokio runtime")
 }
 
-async fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
-    let loaded = config::load_file(&path, &overrides)?;
-    let gateway = Gateway::start(
-        loaded,
-        StartOptions {
-            config_path: Some(path),
-            overrides,
-        },
-    )
-    .await?;
+async fn run(options: StartOptions) -> Result<()> {
+    let path = options.config_path.clone().unwrap_or_default();
+    let loaded = config::load_file(&path, &options.overrides)?;
+    if options.allow_published_edits {
+        tracing::warn!("--allow-published-edits: published versions may change in place; each change is recorded");
+    }
+    let gateway = Gateway::start(loaded, options).await?;
     wait_and_stop(gateway).await
 }
 

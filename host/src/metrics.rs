@@ -80,6 +80,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     /// Current config generation.
     pub config_generation: Gauge,
+    /// In-place edits of published versions accepted by `--allow-published-edits`.
+    pub published_edits: Counter,
     /// Requests that matched no route.
     pub unrouted: Counter,
 }
@@ -108,6 +110,7 @@ impl Metrics {
         let retry_budget_exhausted = Family::<ServiceLabels, Counter>::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
         let config_generation = Gauge::default();
+        let published_edits = Counter::default();
         let unrouted = Counter::default();
         registry.register(
             "requests",
@@ -136,6 +139,11 @@ impl Metrics {
             "Generation of the config being served",
             config_generation.clone(),
         );
+        registry.register(
+            "published_version_edits",
+            "Template fields of published versions changed in place (allowed by --allow-published-edits)",
+            published_edits.clone(),
+        );
         registry.register("unrouted_requests", "Requests that matched no route", unrouted.clone());
         Self {
             registry: Mutex::new(registry),
@@ -146,6 +154,7 @@ impl Metrics {
             retry_budget_exhausted,
             config_reloads,
             config_generation,
+            published_edits,
             unrouted,
         }
     }

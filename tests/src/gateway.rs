@@ -44,6 +44,7 @@ impl TestGateway {
             StartOptions {
                 config_path: Some(path),
                 overrides,
+                ..StartOptions::default()
             },
         )
         .await

@@ -61,6 +61,7 @@ async fn start_on(path: &Path, group: Option<&str>) -> Gateway {
         StartOptions {
             config_path: Some(path.to_path_buf()),
             overrides,
+            ..StartOptions::default()
         },
     )
     .await

@@ -84,6 +84,7 @@ async fn start_on(path: &Path) -> Gateway {
     let options = StartOptions {
         config_path: Some(path.to_path_buf()),
         overrides,
+        ..StartOptions::default()
     };
     Gateway::start(loaded, options).await.unwrap_or_else(|e| panic!("{e}"))
 }

@@ -166,6 +166,12 @@ impl From<WriteError> for AdminError {
         match e {
             WriteError::Edit(e) => e.into(),
             WriteError::Invalid(errs) => AdminError::Invalid(errs),
+            WriteError::Immutable(errs) => AdminError::Immutable(
+                errs.iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
             WriteError::SourceInvalid(errs) => AdminError::SourceInvalid(errs),
             e @ WriteError::Persist { .. } => {
                 tracing::error!(error = %e, "admin write failed");

@@ -33,6 +33,8 @@ pub fn status(state: &AdminState) -> Value {
         "in_sync": src.in_sync,
         "sha256": src.sha256,
         "last_error": src.last_error,
+        "allow_published_edits": src.allow_published_edits,
+        "published_edits": src.published_edits,
     })
 }
 

@@ -172,28 +172,6 @@ pub fn put_version(raw: &mut RawConfig, service: &str, version: RawVersion) -> R
     })
 }
 
-/// `service@version` of every version published in `old` whose content differs in
-/// `new` (a published version changed in place, which only whole-document loads can do).
-pub fn changed_published_versions(old: &RawConfig, new: &RawConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in &old.services {
-        for v in &s.versions {
-            if publishing_groups(old, &s.name, &v.version).is_empty() {
-                continue;
-            }
-            let now = new
-                .services
-                .iter()
-                .find(|n| n.name == s.name)
-                .and_then(|n| n.versions.iter().find(|nv| nv.version == v.version));
-            if now.is_some_and(|now| now != v) {
-                out.push(format!("{}@{}", s.name, v.version));
-            }
-        }
-    }
-    out
-}
-
 /// Rewrites error paths under `prefix` relative to it (so an error in a request
 /// body names the body's own key path); other errors keep their document path.
 pub fn relative_errors(errors: Vec<ConfigError>, prefix: &str) -> Vec<ConfigError> {
@@ -306,15 +284,6 @@ gateway_groups:
             Err(EditError::NotFound { .. })
         ));
         assert!(!publish(&mut raw, "test", "petstore", "1.0.1", None).unwrap().changed);
-    }
-
-    #[test]
-    fn changed_published_versions_are_listed() {
-        let old = doc();
-        let mut new = doc();
-        new.services[0].versions[0].upstream.kind = Some("ewma".into());
-        new.services[0].versions[1].upstream.kind = Some("ewma".into());
-        assert_eq!(changed_published_versions(&old, &new), vec!["petstore@1.0.0"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod edit;
+pub mod immutable;
 pub mod model;
 pub mod parse;
 pub mod raw;

@@ -13,6 +13,7 @@
 //! (apply a validated config, read the served one), and keeps the raw document it
 //! edits itself; so it is tested against a fake in `tests.rs`.
 
+mod published;
 mod status;
 pub mod watch;
 
@@ -22,7 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::edit::{self, EditError, Edited};
 use crate::config::{self, Config, ConfigError, Loaded, Overrides, RawConfig, store};
 
-pub use status::{Cause, SourceStatus};
+pub use published::{CACHE_FILE, ControlOptions};
+pub use status::{Cause, EditRecord, SourceStatus};
 
 /// Why an admin write was refused. Nothing changed when one of these is returned.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum WriteError {
     /// whole config) before editing.
     #[error("the config file has a change that does not validate ({} error(s)); fix it or import a whole config", .0.len())]
     SourceInvalid(Vec<ConfigError>),
+    /// The change edits a published version in place (an import does that).
+    #[error("the change edits published versions in place ({} field(s)); create new versions and publish them", .0.len())]
+    Immutable(Vec<ConfigError>),
     /// The config file could not be written.
     #[error("cannot write the config file {path}: {source}")]
     Persist {
@@ -85,8 +90,18 @@ pub trait Served: Send + Sync {
     fn config(&self) -> Arc<Config>;
     /// The generation being served.
     fn generation(&self) -> u64;
-    /// Counts one attempt to load a changed source, by result.
-    fn reloaded(&self, ok: bool);
+    /// Counts what the control plane did.
+    fn record(&self, event: ControlEvent);
+}
+
+/// What the control plane counts (metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// A changed source was loaded (`true`) or rejected (`false`).
+    Reload(bool),
+    /// A published version's template field was changed in place, allowed by
+    /// `--allow-published-edits`.
+    PublishedEdit,
 }
 
 /// Serializes and applies every config change of one gateway.
@@ -97,6 +112,7 @@ pub struct ControlPlane {
     path: Option<PathBuf>,
     base_dir: PathBuf,
     overrides: Overrides,
+    allow_published_edits: bool,
     /// Serializes changes; held while one is read, validated, written and applied.
     inner: Mutex<Inner>,
     /// What the status endpoint shows; locked only briefly, never across I/O.
@@ -122,31 +138,32 @@ struct Inner {
 }
 
 impl ControlPlane {
-    /// A control plane for `served`, whose current config is `raw` and came from the
-    /// file at `path` (or from memory when there is none); `overrides` are the flags
-    /// applied to every load.
-    pub fn new(
-        served: Arc<dyn Served>,
-        raw: RawConfig,
-        path: Option<PathBuf>,
-        overrides: Overrides,
-    ) -> Arc<ControlPlane> {
+    /// A control plane for `served`, whose current config is `raw` (already served).
+    pub fn new(served: Arc<dyn Served>, raw: RawConfig, options: ControlOptions) -> Arc<ControlPlane> {
+        let ControlOptions {
+            path,
+            overrides,
+            allow_published_edits,
+        } = options;
         let base_dir = path
             .as_deref()
             .map(config::base_dir_of)
             .unwrap_or_else(|| PathBuf::from("."));
+        let mut status = SourceStatus::new();
+        status.allow_published_edits = allow_published_edits;
         Arc::new(ControlPlane {
             served,
             raw: Mutex::new(raw),
             path,
             base_dir,
             overrides,
+            allow_published_edits,
             inner: Mutex::new(Inner {
                 served_hash: None,
                 seen: None,
                 in_sync: true,
             }),
-            status: Mutex::new(SourceStatus::new()),
+            status: Mutex::new(status),
         })
     }
 
@@ -223,9 +240,10 @@ impl ControlPlane {
             .and_then(|text| config::load_str(&text, &name, &self.overrides, &self.base_dir).map_err(|e| e.errors()))
             .and_then(|loaded| {
                 keeps_own_group(&self.served.config(), &loaded.config)?;
-                Ok(loaded)
+                let edits = self.guard_published(&loaded.raw)?;
+                Ok((loaded, edits))
             });
-        let loaded = match loaded {
+        let (loaded, edits) = match loaded {
             Ok(l) => l,
             Err(errors) => {
                 self.reject(inner, cause, Some(&hash), &errors);
@@ -244,7 +262,8 @@ impl ControlPlane {
             tracing::warn!(source = %name, "{w}");
         }
         let generation = self.serve(loaded);
-        self.served.reloaded(true);
+        self.served.record(ControlEvent::Reload(true));
+        self.record_published_edits(&edits, cause);
         self.set_status(inner, |s| s.loaded(cause));
         tracing::info!(source = %name, generation, cause = cause.as_str(), "config reloaded");
         ReloadOutcome::Applied { generation }
@@ -265,7 +284,7 @@ impl ControlPlane {
             "config change rejected ({} error(s)); the last good config keeps serving",
             errors.len()
         );
-        self.served.reloaded(false);
+        self.served.record(ControlEvent::Reload(false));
         inner.in_sync = false;
         self.set_status(inner, |s| s.rejected(cause, hash, errors));
     }
@@ -283,15 +302,14 @@ impl ControlPlane {
     /// Serves `loaded` and records its raw document as the one served.
     fn serve(&self, loaded: Loaded) -> u64 {
         let mut raw = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.served.apply(loaded.config);
+        self.write_cache(&loaded.raw);
         *raw = loaded.raw;
-        self.served.apply(loaded.config)
+        generation
     }
 
     fn warnings(&self, next: &Loaded) -> Vec<String> {
-        let mut out: Vec<String> = edit::changed_published_versions(&self.served_raw(), &next.raw)
-            .into_iter()
-            .map(|v| format!("published version {v} was changed in place; versions are meant to be immutable"))
-            .collect();
+        let mut out = Vec::new();
         let (now, new) = (&self.served.config().gateway, &next.config.gateway);
         if now.listen != new.listen
             || now.admin_listen != new.admin_listen
@@ -351,6 +369,7 @@ impl ControlPlane {
         };
         let loaded = config::load_raw(raw, &self.overrides, &self.base_dir).map_err(|e| WriteError::Invalid(rel(e)))?;
         keeps_own_group(&self.served.config(), &loaded.config).map_err(WriteError::Invalid)?;
+        let edits = self.guard_published(&loaded.raw).map_err(WriteError::Immutable)?;
         if let Some(path) = &self.path {
             let text = render(path, &loaded.raw);
             store::write_atomic(path, text.as_bytes()).map_err(|source| WriteError::Persist {
@@ -364,6 +383,7 @@ impl ControlPlane {
         }
         let warnings = self.warnings(&loaded);
         let generation = self.serve(loaded);
+        self.record_published_edits(&edits, Cause::Admin);
         self.set_status(&inner, |s| s.loaded(Cause::Admin));
         tracing::info!(generation, at = %edited.path, persisted = self.path.is_some(), "admin change applied");
         Ok(Written {

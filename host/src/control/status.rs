@@ -6,6 +6,10 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::ConfigError;
+use crate::config::immutable::PublishedEdit;
+
+/// Allowed in-place edits of published versions kept in the status.
+const EDITS_KEPT: usize = 50;
 
 /// What caused a config load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,6 +63,28 @@ pub struct SourceStatus {
     pub sha256: Option<String>,
     /// The last rejected change, kept until the next one.
     pub last_error: Option<LastError>,
+    /// Whether the gateway accepts in-place edits of published versions.
+    pub allow_published_edits: bool,
+    /// The most recent in-place edits of published versions, newest last (only with
+    /// `--allow-published-edits`).
+    pub published_edits: Vec<EditRecord>,
+}
+
+/// One in-place edit of a published version that the gateway accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct EditRecord {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// What applied it.
+    pub cause: Cause,
+    /// `service@version`.
+    pub version: String,
+    /// Key path of the field.
+    pub path: String,
+    /// Its value before.
+    pub was: serde_json::Value,
+    /// Its value after.
+    pub now: serde_json::Value,
 }
 
 impl SourceStatus {
@@ -69,7 +95,23 @@ impl SourceStatus {
             in_sync: true,
             sha256: None,
             last_error: None,
+            allow_published_edits: false,
+            published_edits: Vec::new(),
         }
+    }
+
+    pub(super) fn published_edited(&mut self, edits: &[PublishedEdit], cause: Cause) {
+        let at = rfc3339(SystemTime::now());
+        self.published_edits.extend(edits.iter().map(|e| EditRecord {
+            at: at.clone(),
+            cause,
+            version: e.version.clone(),
+            path: e.path.clone(),
+            was: e.was.clone(),
+            now: e.now.clone(),
+        }));
+        let excess = self.published_edits.len().saturating_sub(EDITS_KEPT);
+        self.published_edits.drain(..excess);
     }
 
     pub(super) fn loaded(&mut self, cause: Cause) {

@@ -33,8 +33,10 @@ impl Served for FakeServed {
         self.served.lock().unwrap().len() as u64
     }
 
-    fn reloaded(&self, ok: bool) {
-        self.reloads.lock().unwrap().push(ok);
+    fn record(&self, event: ControlEvent) {
+        if let ControlEvent::Reload(ok) = event {
+            self.reloads.lock().unwrap().push(ok);
+        }
     }
 }
 
@@ -45,7 +47,14 @@ fn plane(dir: &Path, text: &str) -> (Arc<ControlPlane>, Arc<FakeServed>, PathBuf
     let loaded = load(text);
     let fake = Arc::new(FakeServed::default());
     fake.apply(loaded.config);
-    let ctl = ControlPlane::new(fake.clone(), loaded.raw, Some(path.clone()), Overrides::default());
+    let ctl = ControlPlane::new(
+        fake.clone(),
+        loaded.raw,
+        ControlOptions {
+            path: Some(path.clone()),
+            ..ControlOptions::default()
+        },
+    );
     (ctl, fake, path)
 }
 
@@ -181,7 +190,7 @@ fn without_a_file_writes_serve_from_memory() {
     let loaded = load(DOC);
     let fake = Arc::new(FakeServed::default());
     fake.apply(loaded.config);
-    let ctl = ControlPlane::new(fake.clone(), loaded.raw, None, Overrides::default());
+    let ctl = ControlPlane::new(fake.clone(), loaded.raw, ControlOptions::default());
     assert_eq!(ctl.reload(Cause::Signal, true), ReloadOutcome::NoSource);
     let w = ctl
         .write(false, false, |raw| edit::set_nodes(raw, "g", "s", vec![node(4)]))

@@ -171,6 +171,7 @@ async fn without_a_config_file_admin_writes_apply_in_memory_only() {
         StartOptions {
             config_path: None,
             overrides,
+            ..StartOptions::default()
         },
     )
     .await
