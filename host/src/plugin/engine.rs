@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -96,8 +97,15 @@ impl PluginEngine {
 
     /// Builds an engine with the pooling allocator, or with on-demand allocation if the
     /// pool cannot be reserved (small address spaces, `ulimit -v`), and starts its epoch
-    /// ticker.
+    /// ticker, which runs as long as the engine.
     pub fn new(settings: &EngineSettings) -> Result<Arc<PluginEngine>, EngineError> {
+        Self::new_until(settings, CancellationToken::new())
+    }
+
+    /// As [`new`](Self::new), with an epoch ticker that stops when `cancel` is
+    /// cancelled (after which plugin deadlines no longer fire: cancel it only when no
+    /// plugin call can start any more).
+    pub fn new_until(settings: &EngineSettings, cancel: CancellationToken) -> Result<Arc<PluginEngine>, EngineError> {
         let n = settings.pool_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(n)
@@ -127,7 +135,7 @@ impl PluginEngine {
         bindings::balancer::Balancer::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
             .map_err(EngineError::Link)?;
         let compat = compatibility(&engine);
-        let ticker = Ticker::start(&engine).map_err(EngineError::Ticker)?;
+        let ticker = Ticker::start(&engine, cancel).map_err(EngineError::Ticker)?;
         Ok(Arc::new(PluginEngine {
             engine,
             linker,

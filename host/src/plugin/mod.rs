@@ -45,6 +45,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 pub use engine::{EngineSettings, PluginEngine};
 pub use loader::Kind;
 pub use registry::{Generation, Registry, Slot};
@@ -103,6 +105,8 @@ pub struct PluginSettings {
     pub limits: PluginLimits,
     /// Period of the backup directory scan (file events trigger scans sooner).
     pub rescan: Duration,
+    /// Stops the plugins watcher when cancelled (a child of the gateway's shutdown tree).
+    pub cancel: CancellationToken,
 }
 
 impl PluginSettings {
@@ -113,6 +117,7 @@ impl PluginSettings {
             cache_dir: Some(gw.state_dir.join("plugin-cache")),
             limits: PluginLimits::default(),
             rescan: Duration::from_secs(5),
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -169,7 +174,7 @@ impl PluginRuntime {
         });
         let registry = Arc::new(Registry::new(host, settings.dir.clone(), settings.cache_dir.clone()));
         registry.sync_dir();
-        let watcher = watcher::start(&registry, settings.rescan).map_err(PluginError::Watcher)?;
+        let watcher = watcher::start(&registry, settings.rescan, &settings.cancel).map_err(PluginError::Watcher)?;
         tracing::info!(
             dir = %settings.dir.display(),
             pooling = registry.host.engine.pooling(),

@@ -364,6 +364,7 @@ fn plugin_counters_are_the_gateways_and_separate_per_service() {
             cache_dir: None,
             limits: limits(),
             rescan: Duration::from_secs(3600),
+            cancel: Default::default(),
         },
     )
     .unwrap();

@@ -17,6 +17,7 @@ use super::instance::Fault;
 use super::loader::{self, Kind, Pres, RejectReason, Rejection};
 use super::stats::Stats;
 use super::{PluginLimits, balancer, health, ratelimit, retry};
+use crate::fswatch::Fingerprint;
 
 /// What every adapter and validation needs: the engine, the limits, the counters.
 pub struct Host {
@@ -282,26 +283,6 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// What tells a file changed without reading it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint {
-    len: u64,
-    modified: Option<SystemTime>,
-    inode: u64,
-}
-
-fn fingerprint(meta: &std::fs::Metadata) -> Fingerprint {
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Fingerprint {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        inode,
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -462,7 +443,7 @@ impl Registry {
             }
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             if meta.is_file() {
-                out.push((stem.to_string(), path, fingerprint(&meta)));
+                out.push((stem.to_string(), path, Fingerprint::from_metadata(&meta)));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -186,6 +186,35 @@ fn fault_fixture(name: &str, kind: FaultKind) -> String {
     err
 }
 
+#[tokio::test]
+async fn a_cancelled_token_ends_the_ticker_thread_even_while_it_sleeps() {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let engine = PluginEngine::new_until(
+        &engine::EngineSettings {
+            pool_instances: 2,
+            ..engine::EngineSettings::default()
+        },
+        cancel.clone(),
+    )
+    .unwrap();
+    let waited = std::time::Instant::now();
+    while engine.ticker().sleeps() == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the idle ticker never slept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!engine.ticker().ended());
+    cancel.cancel();
+    // Woken by the cancellation, not by the 1 s park check.
+    let waited = std::time::Instant::now();
+    while !engine.ticker().ended() {
+        assert!(waited.elapsed() < Duration::from_secs(10), "the ticker did not stop");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[test]
 fn the_ticker_sleeps_while_idle_and_still_interrupts_a_spin_after_waking() {
     // An engine of its own, so no other test's calls keep its ticker awake.
@@ -512,6 +541,7 @@ fn the_watcher_finds_a_directory_created_later_and_follows_it() {
             cache_dir: None,
             limits: limits(),
             rescan: Duration::from_millis(100),
+            cancel: Default::default(),
         },
     )
     .unwrap();

@@ -8,12 +8,16 @@
 //! consistent operations on `running` and `parked`, so either the ticker sees the call
 //! and keeps ticking, or the call sees the ticker parked and unparks it (an unpark
 //! before the park makes the park return at once).
+//!
+//! The ticker thread ends when its engine is dropped or its [`CancellationToken`] is
+//! cancelled (the gateway's shutdown tree); plugin deadlines no longer fire after that.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::Engine;
 
 /// How often the epoch advances while plugins run: the resolution of every plugin
@@ -23,7 +27,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Ticks without any plugin call after which the ticker sleeps.
 pub const IDLE_TICKS: u32 = 200;
 
-/// How long a sleeping ticker waits before checking whether its engine is gone.
+/// How long a sleeping ticker waits before checking whether its engine is gone or its
+/// token cancelled (outside a tokio runtime, where a cancellation cannot wake it).
 const PARK_CHECK: Duration = Duration::from_secs(1);
 
 /// Shared between the ticker thread and the guards of plugin calls.
@@ -39,6 +44,10 @@ pub struct Ticker {
     thread: OnceLock<Thread>,
     /// Times the ticker went to sleep (for tests and diagnostics).
     sleeps: AtomicUsize,
+    /// Stops the ticker thread.
+    cancel: CancellationToken,
+    /// The ticker thread has ended.
+    ended: AtomicBool,
 }
 
 /// Keeps the ticker ticking while a plugin call runs.
@@ -52,16 +61,39 @@ impl Drop for Awake {
 }
 
 impl Ticker {
-    /// Starts the ticker thread for `engine`; it ends soon after the engine is dropped.
-    pub fn start(engine: &Engine) -> std::io::Result<Arc<Ticker>> {
-        let ticker = Arc::new(Ticker::default());
+    /// Starts the ticker thread for `engine`; it ends soon after the engine is dropped
+    /// or `cancel` is cancelled.
+    pub fn start(engine: &Engine, cancel: CancellationToken) -> std::io::Result<Arc<Ticker>> {
+        let ticker = Arc::new(Ticker {
+            cancel,
+            ..Ticker::default()
+        });
         let weak = engine.weak();
         let t = ticker.clone();
         let handle = std::thread::Builder::new()
             .name("gatehouse-epoch".into())
-            .spawn(move || t.run(&weak))?;
+            .spawn(move || {
+                t.run(&weak);
+                t.ended.store(true, Ordering::Release);
+            })?;
         let _ = ticker.thread.set(handle.thread().clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Wake a sleeping ticker at once when cancelled.
+            let t = Arc::downgrade(&ticker);
+            let token = ticker.cancel.clone();
+            rt.spawn(async move {
+                token.cancelled().await;
+                if let Some(thread) = t.upgrade().and_then(|t| t.thread.get().cloned()) {
+                    thread.unpark();
+                }
+            });
+        }
         Ok(ticker)
+    }
+
+    /// Whether the ticker thread has ended (engine dropped or token cancelled).
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Marks a plugin call as running until the guard is dropped; wakes the ticker.
@@ -85,6 +117,9 @@ impl Ticker {
         let mut idle = 0u32;
         loop {
             std::thread::sleep(EPOCH_TICK);
+            if self.cancel.is_cancelled() {
+                return;
+            }
             match engine.upgrade() {
                 Some(e) => e.increment_epoch(),
                 None => return,
@@ -104,7 +139,7 @@ impl Ticker {
                 // engine still exists.
                 while !self.used.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) == 0 {
                     std::thread::park_timeout(PARK_CHECK);
-                    if engine.upgrade().is_none() {
+                    if engine.upgrade().is_none() || self.cancel.is_cancelled() {
                         return;
                     }
                 }
