@@ -10,6 +10,7 @@ mod auth;
 mod body;
 pub mod error;
 mod handlers;
+pub mod plugins;
 pub mod router;
 mod writes;
 
@@ -77,7 +78,7 @@ async fn dispatch(state: &AdminState, req: Request<Incoming>) -> Result<Response
         }
         Endpoint::Status => handlers::status(state),
         Endpoint::Services => handlers::services(state),
-        Endpoint::Plugins => return Ok(crate::plugin::admin::handle(state.plugins.as_deref())),
+        Endpoint::Plugins => return Ok(plugins::handle(state.plugins.as_deref())),
         Endpoint::Config if parts.method == Method::GET => return handlers::export(ctl, &parts.headers),
         Endpoint::Config => {
             let body = read(body::MAX_CONFIG_BODY).await?;

@@ -15,12 +15,11 @@
 //!   built-in rules alongside the plugin).
 //! - [`counters`]: the `host.counter-add` import on the gateway's shared counters,
 //!   namespaced per plugin and service.
-//! - [`admin`] and [`metrics`]: what operators see.
+//! - [`report`] and [`metrics`]: what operators see (the admin API renders the report).
 //!
 //! [`PluginRuntime`] ties them together and implements [`PolicyHooks`], so a snapshot
 //! build swaps a service's built-in policy for its plugin adapter.
 
-pub mod admin;
 pub mod balancer;
 mod bindings;
 pub mod counters;
@@ -34,6 +33,7 @@ pub mod metrics;
 mod policy_tests;
 pub mod ratelimit;
 pub mod registry;
+pub mod report;
 pub mod retry;
 pub mod stats;
 #[cfg(test)]
