@@ -15,7 +15,7 @@ use wasmtime::Store;
 use super::bindings::balancer::{Balancer as World, BalancerPre};
 use super::bindings::types::{Node, PickRequest};
 use super::engine::{Owner, St};
-use super::instance::{Fault, WarmMap, guarded};
+use super::instance::{Fault, WarmMap, call_plugin, guarded, on_warm, refused, smoke_failed, start_keyed};
 use super::keys::{self, KeySource};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
@@ -59,41 +59,18 @@ impl PluginBalancer {
 
     /// The plugin's pick: `Some` only for a valid answer.
     fn plugin_pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        let guard = self.use_.slot.current();
-        let generation = guard.as_ref()?;
-        let pre = generation.pres.balancer.as_ref()?;
-        if !self.use_.usable(generation) {
-            return None;
-        }
-        let outcome = WARM.try_with(|warm| {
-            let Ok(mut warm) = warm.try_borrow_mut() else {
-                return Ok(None);
-            };
-            let i = match warm.find(self.use_.id, generation.id) {
-                Some(i) => i,
-                None => {
-                    let inst = instantiate(&self.use_.host, pre, self.use_.owner(generation), &self.use_.config)?;
-                    generation.stats.instantiated();
-                    warm.insert(&self.use_, generation.id, inst)
-                }
-            };
-            let entry = warm.get(i);
-            entry.calls += 1;
-            let recycle = entry.calls >= self.use_.host.limits.recycle_after;
-            let result = pick(&self.use_.host, generation, &mut entry.inst, ctx);
-            if result.is_err() || recycle {
-                warm.remove(i);
-            }
-            result
-        });
-        match outcome {
-            Ok(Ok(choice)) => choice,
-            Ok(Err(fault)) => {
-                self.use_.fault(generation, fault);
-                None
-            }
-            Err(_) => None, // thread shutting down
-        }
+        let use_ = &self.use_;
+        call_plugin(
+            use_,
+            |pres| pres.balancer.as_ref(),
+            |generation, pre| {
+                let make = || instantiate(&use_.host, pre, use_.owner(generation), &use_.config);
+                on_warm(&WARM, use_, generation, make, |inst| {
+                    pick(&use_.host, generation, inst, ctx)
+                })
+                .map(Option::flatten)
+            },
+        )
     }
 }
 
@@ -109,16 +86,13 @@ impl Balancer for PluginBalancer {
 
 /// A fresh instance: instantiate, `init(config)`, `keys()`.
 fn instantiate(host: &Host, pre: &BalancerPre<St>, owner: Owner, config: &str) -> Result<Instance, Fault> {
-    let limits = &host.limits;
-    let mut store = host.engine.store(owner, limits.memory, limits.init_deadline);
-    let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
-    let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
-    let api = world.gatehouse_plugin_balance();
-    guarded(&mut store, limits.init_deadline, "init", |s| api.call_init(s, config))
-        .map_err(init_fault)?
-        .map_err(|e| Fault::new(FaultKind::Init, format!("`init` refused the config: {e}")))?;
-    let wanted = guarded(&mut store, limits.init_deadline, "keys", |s| api.call_keys(s))?;
-    let keys = keys::compile(wanted).map_err(|e| Fault::new(FaultKind::Contract, format!("`keys` {e}")))?;
+    let (store, world, keys) = start_keyed(
+        host,
+        owner,
+        |s| pre.instantiate(s),
+        |w: &World, s| w.gatehouse_plugin_balance().call_init(s, config),
+        |w: &World, s| w.gatehouse_plugin_balance().call_keys(s),
+    )?;
     Ok(Instance {
         store,
         world,
@@ -202,10 +176,7 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
     let Some(pre) = generation.pres.balancer.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a balancer"));
     };
-    let mut inst = instantiate(host, pre, owner, config).map_err(|f| match f.kind {
-        FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
-        _ => Rejection::new(RejectReason::Smoke, f.to_string()),
-    })?;
+    let mut inst = instantiate(host, pre, owner, config).map_err(refused)?;
     let deadline = host.limits.call_deadline;
     let smoke = |inst: &mut Instance| -> Result<Option<u32>, Fault> {
         let api = inst.world.gatehouse_plugin_balance();
@@ -235,6 +206,6 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
             RejectReason::Smoke,
             format!("smoke call: `pick` returned node {id}, which was not offered"),
         )),
-        Err(f) => Err(Rejection::new(RejectReason::Smoke, format!("smoke call: {f}"))),
+        Err(f) => Err(smoke_failed(f)),
     }
 }

@@ -13,11 +13,10 @@ use wasmtime::Store;
 use super::bindings::health_evaluator::{HealthEvaluator as World, HealthEvaluatorPre};
 use super::bindings::types::{FailureKind as WitKind, HealthVerdict, Observation, ObservationSource, Observed};
 use super::engine::{Owner, St};
-use super::instance::{Fault, guarded};
+use super::instance::{Fault, call_plugin, guarded, refused, smoke_failed, start};
 use super::keys;
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
-use super::stats::FaultKind;
 use crate::health::{self, FailureKind, HealthEvaluator, NodeInfo, Source, Verdict};
 
 /// A health-evaluator plugin with the built-in evaluator (the version's `checks` lists)
@@ -126,50 +125,38 @@ impl PluginHealth {
     /// The plugin's verdict on one observation; `None` when there is no usable plugin
     /// or the call failed.
     pub fn evaluate(&self, observation: &Observation) -> Option<HealthVerdict> {
-        let guard = self.use_.slot.current();
-        let generation = guard.as_ref()?;
-        let pre = generation.pres.health.as_ref()?;
-        if !self.use_.usable(generation) {
-            return None;
-        }
-        let mut slot = self.inst.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_none_or(|i| i.generation != generation.id) {
-            match fresh(
-                &self.use_.host,
-                generation.id,
-                pre,
-                self.use_.owner(generation),
-                &self.use_.config,
-            ) {
-                Ok(i) => {
-                    generation.stats.instantiated();
-                    *slot = Some(i);
-                }
-                Err(f) => {
+        let use_ = &self.use_;
+        call_plugin(
+            use_,
+            |pres| pres.health.as_ref(),
+            |generation, pre| {
+                let mut slot = self.inst.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.as_ref().is_none_or(|i| i.generation != generation.id) {
+                    // Dropped first, so a failed start leaves no stale instance behind.
                     *slot = None;
-                    drop(slot);
-                    self.use_.fault(generation, f);
-                    return None;
+                    *slot = Some(fresh(
+                        &use_.host,
+                        generation.id,
+                        pre,
+                        use_.owner(generation),
+                        &use_.config,
+                    )?);
+                    generation.stats.instantiated();
                 }
-            }
-        }
-        let inst = slot.as_mut()?;
-        let started = Instant::now();
-        let api = inst.world.gatehouse_plugin_health();
-        match guarded(&mut inst.store, self.use_.host.limits.call_deadline, "evaluate", |s| {
-            api.call_evaluate(s, *observation)
-        }) {
-            Ok(v) => {
-                generation.stats.call(started.elapsed());
-                Some(v)
-            }
-            Err(f) => {
-                *slot = None;
-                drop(slot);
-                self.use_.fault(generation, f);
-                None
-            }
-        }
+                let Some(inst) = slot.as_mut() else { return Ok(None) };
+                let started = Instant::now();
+                let api = inst.world.gatehouse_plugin_health();
+                let result = guarded(&mut inst.store, use_.host.limits.call_deadline, "evaluate", |s| {
+                    api.call_evaluate(s, *observation)
+                });
+                if result.is_err() {
+                    *slot = None;
+                } else {
+                    generation.stats.call(started.elapsed());
+                }
+                result.map(Some)
+            },
+        )
     }
 }
 
@@ -180,15 +167,12 @@ fn fresh(
     owner: Owner,
     config: &str,
 ) -> Result<Instance, Fault> {
-    let limits = &host.limits;
-    let mut store = host.engine.store(owner, limits.memory, limits.init_deadline);
-    let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
-    let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
-    guarded(&mut store, limits.init_deadline, "init", |s| {
-        world.gatehouse_plugin_health().call_init(s, config)
-    })
-    .map_err(init_fault)?
-    .map_err(|e| Fault::new(FaultKind::Init, format!("`init` refused the config: {e}")))?;
+    let (store, world) = start(
+        host,
+        owner,
+        |s| pre.instantiate(s),
+        |w: &World, s| w.gatehouse_plugin_health().call_init(s, config),
+    )?;
     Ok(Instance {
         generation,
         store,
@@ -201,10 +185,7 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
     let Some(pre) = generation.pres.health.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a health evaluator"));
     };
-    let mut inst = fresh(host, generation.id, pre, owner, config).map_err(|f| match f.kind {
-        FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
-        _ => Rejection::new(RejectReason::Smoke, f.to_string()),
-    })?;
+    let mut inst = fresh(host, generation.id, pre, owner, config).map_err(refused)?;
     let observation = Observation {
         node: 0,
         source: ObservationSource::Traffic,
@@ -216,5 +197,5 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
         api.call_evaluate(s, observation)
     })
     .map(|_| ())
-    .map_err(|f| Rejection::new(RejectReason::Smoke, format!("smoke call: {f}")))
+    .map_err(smoke_failed)
 }

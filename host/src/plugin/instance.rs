@@ -4,16 +4,133 @@
 //! the plugin runs, such as blocking WASI I/O on a tokio worker, becomes a fault instead
 //! of taking the worker down) and is classified when it fails. A store whose call failed
 //! is never used again: wasmtime poisons an instance after a trap, so the caller drops it.
+//!
+//! The adapters share one preamble ([`call_plugin`]: the serving generation, whether it
+//! may serve this use, fault accounting), one way to start an instance ([`start`]), one
+//! warm-instance cycle ([`on_warm`]) and one mapping of validation failures
+//! ([`refused`], [`smoke_failed`]).
 
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use wasmtime::{Store, Trap};
 
-use super::engine::{St, ticks};
-use super::registry::PluginUse;
+use super::bindings::types::RequestKey;
+use super::engine::{Owner, St, ticks};
+use super::keys::{self, KeySource};
+use super::loader::{Pres, RejectReason, Rejection};
+use super::registry::{Generation, Host, PluginUse};
 use super::stats::FaultKind;
+
+/// Asks the plugin of `use_`, if a generation serves it with the world `pre` selects
+/// and may serve this use (not disabled, config accepted): `call` gets the generation
+/// and its pre-instantiated world. `None` means "the built-in decides": no usable
+/// plugin, the plugin declined (`Ok(None)`), or a fault, which is counted (and may
+/// disable the generation).
+pub fn call_plugin<P, R>(
+    use_: &PluginUse,
+    pre: impl FnOnce(&Pres) -> Option<&P>,
+    call: impl FnOnce(&Generation, &P) -> Result<Option<R>, Fault>,
+) -> Option<R> {
+    let guard = use_.slot.current();
+    let generation = guard.as_ref()?;
+    let pre = pre(&generation.pres)?;
+    if !use_.usable(generation) {
+        return None;
+    }
+    match call(generation, pre) {
+        Ok(r) => r,
+        Err(fault) => {
+            use_.fault(generation, fault);
+            None
+        }
+    }
+}
+
+/// A fresh store with `world` instantiated and `init(config)` accepted, all within the
+/// init deadline. Every failure is a [`FaultKind::Init`] fault.
+pub fn start<W>(
+    host: &Host,
+    owner: Owner,
+    instantiate: impl FnOnce(&mut Store<St>) -> wasmtime::Result<W>,
+    init: impl FnOnce(&W, &mut Store<St>) -> wasmtime::Result<Result<(), String>>,
+) -> Result<(Store<St>, W), Fault> {
+    let deadline = host.limits.init_deadline;
+    let mut store = host.engine.store(owner, host.limits.memory, deadline);
+    let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
+    let world = guarded(&mut store, deadline, "instantiate", instantiate).map_err(init_fault)?;
+    guarded(&mut store, deadline, "init", |s| init(&world, s))
+        .map_err(init_fault)?
+        .map_err(|e| Fault::new(FaultKind::Init, format!("`init` refused the config: {e}")))?;
+    Ok((store, world))
+}
+
+/// As [`start`], then asks the instance which request keys it wants (`keys`) and
+/// compiles them; a bad list breaks the contract.
+pub fn start_keyed<W>(
+    host: &Host,
+    owner: Owner,
+    instantiate: impl FnOnce(&mut Store<St>) -> wasmtime::Result<W>,
+    init: impl FnOnce(&W, &mut Store<St>) -> wasmtime::Result<Result<(), String>>,
+    wanted: impl FnOnce(&W, &mut Store<St>) -> wasmtime::Result<Vec<RequestKey>>,
+) -> Result<(Store<St>, W, Vec<KeySource>), Fault> {
+    let (mut store, world) = start(host, owner, instantiate, init)?;
+    let wanted = guarded(&mut store, host.limits.init_deadline, "keys", |s| wanted(&world, s))?;
+    let keys = keys::compile(wanted).map_err(|e| Fault::new(FaultKind::Contract, format!("`keys` {e}")))?;
+    Ok((store, world, keys))
+}
+
+/// Runs `call` on this thread's warm instance of `use_` for `generation`, made with
+/// `make` (and counted) when there is none. An instance whose call failed, or that
+/// reached the recycle count, is dropped. `Ok(None)` when this thread cannot hold one
+/// (it is shutting down, or the call re-entered).
+pub fn on_warm<I: 'static, R>(
+    warm: &'static LocalKey<RefCell<WarmMap<I>>>,
+    use_: &Arc<PluginUse>,
+    generation: &Generation,
+    make: impl FnOnce() -> Result<I, Fault>,
+    call: impl FnOnce(&mut I) -> Result<R, Fault>,
+) -> Result<Option<R>, Fault> {
+    let outcome = warm.try_with(|warm| {
+        let Ok(mut warm) = warm.try_borrow_mut() else {
+            return Ok(None);
+        };
+        let i = match warm.find(use_.id, generation.id) {
+            Some(i) => i,
+            None => {
+                let inst = make()?;
+                generation.stats.instantiated();
+                warm.insert(use_, generation.id, inst)
+            }
+        };
+        let entry = warm.get(i);
+        entry.calls += 1;
+        let recycle = entry.calls >= use_.host.limits.recycle_after;
+        let result = call(&mut entry.inst);
+        if result.is_err() || recycle {
+            warm.remove(i);
+        }
+        result.map(Some)
+    });
+    outcome.unwrap_or(Ok(None))
+}
+
+/// The rejection of a file or config whose instance could not start: `init` (refused
+/// the config, trapped in it) or anything else (a smoke failure).
+pub fn refused(f: Fault) -> Rejection {
+    match f.kind {
+        FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
+        _ => Rejection::new(RejectReason::Smoke, f.to_string()),
+    }
+}
+
+/// The rejection of a file or config whose smoke call failed.
+pub fn smoke_failed(f: Fault) -> Rejection {
+    Rejection::new(RejectReason::Smoke, format!("smoke call: {f}"))
+}
 
 /// A failed plugin call.
 #[derive(Debug, Clone)]

@@ -26,11 +26,10 @@ use wasmtime::Store;
 use super::bindings::rate_limiter::{RateLimiter as World, RateLimiterPre};
 use super::bindings::types::{LimitRequest, LimitState, LimitVerdict};
 use super::engine::{Owner, St};
-use super::instance::{Fault, WarmMap, guarded};
+use super::instance::{Fault, WarmMap, call_plugin, guarded, on_warm, refused, smoke_failed, start_keyed};
 use super::keys::{self, KeyInput, KeySource};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
-use super::stats::FaultKind;
 use crate::ratelimit::{self, Decision, RateHeaders, RateLimiter, SharedCounters};
 
 /// A rate-limiter plugin combined with the built-in limiter of the version (its
@@ -164,68 +163,39 @@ impl PluginLimiter {
 
     /// The plugin's verdict for one request; a fault is counted and answers `None`.
     pub fn check(&self, input: &KeyInput<'_>) -> Option<LimitVerdict> {
-        let guard = self.use_.slot.current();
-        let generation = guard.as_ref()?;
-        let pre = generation.pres.rate_limit.as_ref()?;
-        if !self.use_.usable(generation) {
-            return None;
-        }
-        let outcome = WARM.try_with(|warm| {
-            let Ok(mut warm) = warm.try_borrow_mut() else {
-                return Ok(None);
-            };
-            let i = match warm.find(self.use_.id, generation.id) {
-                Some(i) => i,
-                None => {
-                    let inst = fresh(&self.use_.host, pre, self.use_.owner(generation), &self.use_.config)?;
-                    generation.stats.instantiated();
-                    warm.insert(&self.use_, generation.id, inst)
-                }
-            };
-            let entry = warm.get(i);
-            entry.calls += 1;
-            let recycle = entry.calls >= self.use_.host.limits.recycle_after;
-            let inst = &mut entry.inst;
-            inst.request.request_id = fastrand::u64(..);
-            inst.request.keys.clear();
-            inst.request
-                .keys
-                .extend(inst.keys.iter().map(|k| keys::resolve(k, input)));
-            let started = Instant::now();
-            let api = inst.world.gatehouse_plugin_rate_limit();
-            let result = guarded(&mut inst.store, self.use_.host.limits.call_deadline, "check", |s| {
-                api.call_check(s, &inst.request)
-            });
-            if result.is_ok() {
-                generation.stats.call(started.elapsed());
-            }
-            if result.is_err() || recycle {
-                warm.remove(i);
-            }
-            result.map(Some)
-        });
-        match outcome {
-            Ok(Ok(v)) => v,
-            Ok(Err(f)) => {
-                self.use_.fault(generation, f);
-                None
-            }
-            Err(_) => None,
-        }
+        let use_ = &self.use_;
+        call_plugin(
+            use_,
+            |pres| pres.rate_limit.as_ref(),
+            |generation, pre| {
+                let make = || fresh(&use_.host, pre, use_.owner(generation), &use_.config);
+                on_warm(&WARM, use_, generation, make, |inst| {
+                    inst.request.request_id = fastrand::u64(..);
+                    inst.request.keys.clear();
+                    inst.request
+                        .keys
+                        .extend(inst.keys.iter().map(|k| keys::resolve(k, input)));
+                    let started = Instant::now();
+                    let api = inst.world.gatehouse_plugin_rate_limit();
+                    let verdict = guarded(&mut inst.store, use_.host.limits.call_deadline, "check", |s| {
+                        api.call_check(s, &inst.request)
+                    })?;
+                    generation.stats.call(started.elapsed());
+                    Ok(verdict)
+                })
+            },
+        )
     }
 }
 
 fn fresh(host: &Host, pre: &RateLimiterPre<St>, owner: Owner, config: &str) -> Result<Instance, Fault> {
-    let limits = &host.limits;
-    let mut store = host.engine.store(owner, limits.memory, limits.init_deadline);
-    let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
-    let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
-    let api = world.gatehouse_plugin_rate_limit();
-    guarded(&mut store, limits.init_deadline, "init", |s| api.call_init(s, config))
-        .map_err(init_fault)?
-        .map_err(|e| Fault::new(FaultKind::Init, format!("`init` refused the config: {e}")))?;
-    let wanted = guarded(&mut store, limits.init_deadline, "keys", |s| api.call_keys(s))?;
-    let keys = keys::compile(wanted).map_err(|e| Fault::new(FaultKind::Contract, format!("`keys` {e}")))?;
+    let (store, world, keys) = start_keyed(
+        host,
+        owner,
+        |s| pre.instantiate(s),
+        |w: &World, s| w.gatehouse_plugin_rate_limit().call_init(s, config),
+        |w: &World, s| w.gatehouse_plugin_rate_limit().call_keys(s),
+    )?;
     Ok(Instance {
         store,
         world,
@@ -242,15 +212,12 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
     let Some(pre) = generation.pres.rate_limit.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a rate limiter"));
     };
-    let mut inst = fresh(host, pre, owner, config).map_err(|f| match f.kind {
-        FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
-        _ => Rejection::new(RejectReason::Smoke, f.to_string()),
-    })?;
+    let mut inst = fresh(host, pre, owner, config).map_err(refused)?;
     inst.request.keys = vec![0; inst.keys.len()];
     let api = inst.world.gatehouse_plugin_rate_limit();
     guarded(&mut inst.store, host.limits.call_deadline, "check", |s| {
         api.call_check(s, &inst.request)
     })
     .map(|_| ())
-    .map_err(|f| Rejection::new(RejectReason::Smoke, format!("smoke call: {f}")))
+    .map_err(smoke_failed)
 }

@@ -14,10 +14,9 @@ use wasmtime::Store;
 use super::bindings::retry_policy::{RetryPolicy as World, RetryPolicyPre};
 use super::bindings::types;
 use super::engine::{Owner, St};
-use super::instance::{Fault, guarded};
+use super::instance::{Fault, call_plugin, guarded, refused, smoke_failed, start};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
-use super::stats::FaultKind;
 use crate::outcome::Outcome;
 use crate::retry::{RetryContext, RetryDecision, RetryPolicy};
 
@@ -42,35 +41,28 @@ impl PluginRetry {
     }
 
     fn plugin_decide(&self, ctx: &RetryContext<'_>) -> Option<RetryDecision> {
-        let guard = self.use_.slot.current();
-        let generation = guard.as_ref()?;
-        let pre = generation.pres.retry.as_ref()?;
-        if !self.use_.usable(generation) {
-            return None;
-        }
-        let request = request(ctx);
-        let result = fresh(&self.use_.host, pre, self.use_.owner(generation), &self.use_.config).and_then(
-            |(mut store, world)| {
+        let use_ = &self.use_;
+        call_plugin(
+            use_,
+            |pres| pres.retry.as_ref(),
+            |generation, pre| {
+                let request = request(ctx);
+                let (mut store, world) = fresh(&use_.host, pre, use_.owner(generation), &use_.config)?;
                 generation.stats.instantiated();
                 let started = Instant::now();
                 let api = world.gatehouse_plugin_retry();
-                let d = guarded(&mut store, self.use_.host.limits.cold_deadline, "decide", |s| {
+                let d = guarded(&mut store, use_.host.limits.cold_deadline, "decide", |s| {
                     api.call_decide(s, &request)
                 })?;
                 generation.stats.call(started.elapsed());
-                Ok(d)
+                Ok(Some(match d {
+                    types::RetryDecision::Stop => RetryDecision::Stop,
+                    types::RetryDecision::Retry(ms) => RetryDecision::Retry {
+                        backoff: Duration::from_millis(u64::from(ms)),
+                    },
+                }))
             },
-        );
-        match result {
-            Ok(types::RetryDecision::Stop) => Some(RetryDecision::Stop),
-            Ok(types::RetryDecision::Retry(ms)) => Some(RetryDecision::Retry {
-                backoff: Duration::from_millis(u64::from(ms)),
-            }),
-            Err(fault) => {
-                self.use_.fault(generation, fault);
-                None
-            }
-        }
+        )
     }
 }
 
@@ -111,16 +103,12 @@ fn request(ctx: &RetryContext<'_>) -> types::RetryRequest {
 
 /// A fresh, initialised instance.
 fn fresh(host: &Host, pre: &RetryPolicyPre<St>, owner: Owner, config: &str) -> Result<(Store<St>, World), Fault> {
-    let limits = &host.limits;
-    let mut store = host.engine.store(owner, limits.memory, limits.init_deadline);
-    let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
-    let world = guarded(&mut store, limits.init_deadline, "instantiate", |s| pre.instantiate(s)).map_err(init_fault)?;
-    guarded(&mut store, limits.init_deadline, "init", |s| {
-        world.gatehouse_plugin_retry().call_init(s, config)
-    })
-    .map_err(init_fault)?
-    .map_err(|e| Fault::new(FaultKind::Init, format!("`init` refused the config: {e}")))?;
-    Ok((store, world))
+    start(
+        host,
+        owner,
+        |s| pre.instantiate(s),
+        |w: &World, s| w.gatehouse_plugin_retry().call_init(s, config),
+    )
 }
 
 /// Validation: `init` accepts `config` and `decide` answers a 503 in time.
@@ -128,10 +116,7 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
     let Some(pre) = generation.pres.retry.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a retry policy"));
     };
-    let (mut store, world) = fresh(host, pre, owner, config).map_err(|f| match f.kind {
-        FaultKind::Init => Rejection::new(RejectReason::Init, f.message),
-        _ => Rejection::new(RejectReason::Smoke, f.to_string()),
-    })?;
+    let (mut store, world) = fresh(host, pre, owner, config).map_err(refused)?;
     let request = types::RetryRequest {
         route: "smoke".into(),
         method: "GET".into(),
@@ -144,5 +129,5 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
         world.gatehouse_plugin_retry().call_decide(s, &request)
     })
     .map(|_| ())
-    .map_err(|f| Rejection::new(RejectReason::Smoke, format!("smoke call: {f}")))
+    .map_err(smoke_failed)
 }
