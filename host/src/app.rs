@@ -3,7 +3,8 @@
 //!
 //! Shutdown is one tree: a root [`CancellationToken`] with a child for the proxy
 //! listener, and one [`TaskTracker`] for every task (listeners, probes, the health
-//! sweeper, the tier refresher, the config watcher, the rate-limit sync). Stopping
+//! sweeper, the tier refresher, the config watcher, the rate-limit sync; the plugins
+//! watcher hangs off the same root). Stopping
 //! cancels the proxy child first, so in-flight requests drain while the admin API
 //! still answers `/readyz` with 503 and rate limits keep counting; then it cancels
 //! the root and waits for the tracker.
@@ -173,7 +174,12 @@ impl Gateway {
     /// `gateway.plugins_dir` (if the plugin engine cannot start, the built-in policies
     /// serve and the error is logged).
     pub async fn start(loaded: Loaded, options: StartOptions) -> Result<Gateway, StartError> {
-        let plugins = match PluginRuntime::start(PluginSettings::from_gateway(&loaded.config.gateway)) {
+        let root = CancellationToken::new();
+        let settings = PluginSettings {
+            cancel: root.child_token(),
+            ..PluginSettings::from_gateway(&loaded.config.gateway)
+        };
+        let plugins = match PluginRuntime::start(settings) {
             Ok(rt) => Some(rt),
             Err(e) => {
                 tracing::error!(error = %e, "plugins are unavailable; built-in policies serve");
@@ -184,7 +190,7 @@ impl Gateway {
             Some(rt) => rt.clone(),
             None => Arc::new(BuiltinPolicies),
         };
-        Self::start_inner(loaded, options, hooks, plugins).await
+        Self::start_inner(loaded, options, hooks, plugins, root).await
     }
 
     /// As [`Gateway::start`], with given policy hooks and no plugin runtime.
@@ -193,7 +199,7 @@ impl Gateway {
         options: StartOptions,
         hooks: Arc<dyn PolicyHooks>,
     ) -> Result<Gateway, StartError> {
-        Self::start_inner(loaded, options, hooks, None).await
+        Self::start_inner(loaded, options, hooks, None, CancellationToken::new()).await
     }
 
     async fn start_inner(
@@ -201,6 +207,7 @@ impl Gateway {
         options: StartOptions,
         hooks: Arc<dyn PolicyHooks>,
         plugins: Option<Arc<PluginRuntime>>,
+        root: CancellationToken,
     ) -> Result<Gateway, StartError> {
         let gw = loaded.config.gateway.clone();
         let admin_token = gw
@@ -214,7 +221,7 @@ impl Gateway {
         let (proxy_listener, proxy_addr) = bind("proxy", gw.listen).await?;
         let (admin_listener, admin_addr) = bind("admin", gw.admin_listen).await?;
 
-        let (root, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let tracker = TaskTracker::new();
         let state = build_state(&loaded.config, hooks, plugins, &root, &tracker);
         let options = ControlOptions {
             path: options.config_path,
@@ -225,7 +232,9 @@ impl Gateway {
         state.proxy.metrics.config_reload(true);
         // Catch a change made to the file since it was loaded, then watch it.
         control.reload_async(Cause::FileChange, false).await;
-        if let Some(watcher) = crate::control::watch::spawn(control.clone(), tokio::runtime::Handle::current()) {
+        let runtime = tokio::runtime::Handle::current();
+        if let Some(watcher) = crate::control::watch::spawn_until(control.clone(), runtime, &root) {
+            // Cancelling stops the watcher thread; joining it is blocking work.
             let root = root.clone();
             tracker.spawn(async move {
                 root.cancelled().await;

@@ -265,6 +265,7 @@ impl ControlPlane {
         self.served.record(ControlEvent::Reload(true));
         self.record_published_edits(&edits, cause);
         self.set_status(inner, |s| s.loaded(cause));
+        self.write_cache();
         tracing::info!(source = %name, generation, cause = cause.as_str(), "config reloaded");
         ReloadOutcome::Applied { generation }
     }
@@ -303,7 +304,6 @@ impl ControlPlane {
     fn serve(&self, loaded: Loaded) -> u64 {
         let mut raw = self.raw.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.served.apply(loaded.config);
-        self.write_cache(&loaded.raw);
         *raw = loaded.raw;
         generation
     }
@@ -385,6 +385,7 @@ impl ControlPlane {
         let generation = self.serve(loaded);
         self.record_published_edits(&edits, Cause::Admin);
         self.set_status(&inner, |s| s.loaded(Cause::Admin));
+        self.write_cache();
         tracing::info!(generation, at = %edited.path, persisted = self.path.is_some(), "admin change applied");
         Ok(Written {
             edited,

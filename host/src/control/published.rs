@@ -53,6 +53,7 @@ impl ControlPlane {
         };
         let ctl = ControlPlane::new(served, start_from.raw.clone(), options);
         ctl.serve(start_from);
+        ctl.write_cache();
         ctl
     }
 
@@ -86,15 +87,17 @@ impl ControlPlane {
         }
     }
 
-    /// Caches what was just applied, for a restart (only for file-backed gateways:
-    /// an in-memory config has no file that could change behind the unit's back).
-    pub(super) fn write_cache(&self, raw: &RawConfig) {
+    /// Caches what is served, for a restart (only for file-backed gateways: an
+    /// in-memory config has no file that could change behind the unit's back). Called
+    /// after the status shows the change, so the write's fsync never delays it.
+    pub(super) fn write_cache(&self) {
         if self.path.is_none() {
             return;
         }
+        let raw = self.served_raw();
         let dir = self.served.config().gateway.state_dir.clone();
         let path = dir.join(CACHE_FILE);
-        let text = serde_json::to_vec_pretty(raw).expect("raw config always serializes");
+        let text = serde_json::to_vec_pretty(&raw).expect("raw config always serializes");
         let written = std::fs::create_dir_all(&dir).and_then(|()| store::write_atomic(&path, &text));
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache the applied config");
