@@ -58,6 +58,9 @@ pub struct RawGateway {
     /// Time a client may take to send its request head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_header_timeout: Option<RawDuration>,
+    /// Longest pause while a client sends its request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_body_timeout: Option<RawDuration>,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<RawDuration>,

@@ -17,7 +17,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1::SendRequest;
 
 use crate::upstream::InflightGuard;
-pub use crate::upstream::body::{BodyTooLarge, BoxError, LimitedBody, Progress, StreamSlot, TryBody};
+pub use crate::upstream::body::{BodyTooLarge, BoxError, ClientBodyError, LimitedBody, Progress, StreamSlot, TryBody};
 
 /// Every response body the gateway sends: its own small answers, upstream
 /// responses on their way through, and anything else boxed. An enum rather than a

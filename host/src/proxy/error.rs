@@ -23,6 +23,8 @@ pub enum ProxyError {
     BodyTooLarge,
     /// The request could not be forwarded as received.
     BadRequest,
+    /// The client stopped sending its request body.
+    RequestTimeout,
 }
 
 impl ProxyError {
@@ -35,6 +37,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -48,6 +51,7 @@ impl ProxyError {
             ProxyError::UpstreamReset => "upstream_reset",
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::BadRequest => "bad_request",
+            ProxyError::RequestTimeout => "request_timeout",
         }
     }
 }

@@ -13,7 +13,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
-use super::body::{BodyTooLarge, Progress, TryBody};
+use super::body::{BodyTooLarge, ClientBodyError, Progress, TryBody};
 use crate::config::model::Timeouts;
 use crate::outcome::now_ms;
 use crate::upstream::Endpoint;
@@ -34,6 +34,10 @@ pub enum TryError {
     Reset,
     /// The client's body went over the size limit.
     BodyTooLarge,
+    /// The client's body broke (malformed, truncated, the client left).
+    ClientBody,
+    /// The client sent no body data for `client_body_timeout`.
+    ClientStalled,
 }
 
 impl TryError {
@@ -57,13 +61,23 @@ pub struct Sent {
 /// before the try fails.
 const STALE_RETRIES: usize = 3;
 
+/// The timers of one try: the upstream's, and how long the client's body may stall.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers<'a> {
+    /// Connect, send and read timeouts of the upstream.
+    pub upstream: &'a Timeouts,
+    /// Longest pause of the client's body (`gateway.client_body_timeout`).
+    pub client_body: Duration,
+}
+
 /// Sends `req` to `ep` and waits for the response head.
 pub async fn send(
     ep: &Endpoint,
     mut req: Request<TryBody>,
-    timeouts: &Timeouts,
+    timers: Timers<'_>,
     progress: Option<Arc<Progress>>,
 ) -> Result<Sent, TryError> {
+    let timeouts = timers.upstream;
     for _ in 0..STALE_RETRIES {
         let (mut conn, reused) = match ep.state.pool.take() {
             Some(c) => (c, true),
@@ -86,9 +100,10 @@ pub async fn send(
         }
         let connected_ms = now_ms();
         let fut = conn.try_send_request(req);
-        match watch(fut, connected_ms, timeouts, progress.as_deref()).await {
+        match watch(fut, connected_ms, timers, progress.as_deref()).await {
             Ok(response) => return Ok(Sent { response, conn }),
             Err(Failure::Timeout) => return Err(TryError::Timeout),
+            Err(Failure::ClientStalled) => return Err(TryError::ClientStalled),
             Err(Failure::Hyper(mut e)) => match e.take_message() {
                 // Never written: a pooled connection the upstream had closed. Resend
                 // on another connection; the upstream saw nothing.
@@ -102,32 +117,47 @@ pub async fn send(
 
 enum Failure {
     Timeout,
+    ClientStalled,
     Hyper(Box<hyper::client::conn::TrySendError<Request<TryBody>>>),
 }
 
-/// Waits for the response head: the send timer while the body streams out, then
-/// the read timer.
+/// Waits for the response head: the send timer while the body streams out (the
+/// client body timer while the body waits on the client), then the read timer.
 async fn watch(
     fut: impl Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<TryBody>>>>,
     connected_ms: u32,
-    timeouts: &Timeouts,
+    timers: Timers<'_>,
     progress: Option<&Progress>,
 ) -> Result<Response<Incoming>, Failure> {
     tokio::pin!(fut);
-    let send_ms = millis(timeouts.send);
-    let read_ms = millis(timeouts.read);
+    let send_ms = millis(timers.upstream.send);
+    let read_ms = millis(timers.upstream.read);
+    let client_ms = millis(timers.client_body);
     loop {
-        let deadline = match progress {
-            None => connected_ms.wrapping_add(read_ms),
+        let (deadline, on_client) = match progress {
+            None => (connected_ms.wrapping_add(read_ms), false),
             Some(p) => match p.done_ms() {
-                Some(done) => later(done, connected_ms).wrapping_add(read_ms),
-                None => later(p.last_ms(), connected_ms).wrapping_add(send_ms),
+                Some(done) => (later(done, connected_ms).wrapping_add(read_ms), false),
+                None if p.waiting_on_client() => (later(p.last_ms(), connected_ms).wrapping_add(client_ms), true),
+                None => (later(p.last_ms(), connected_ms).wrapping_add(send_ms), false),
             },
         };
         let remaining = deadline.wrapping_sub(now_ms()) as i32;
         if remaining <= 0 {
-            return Err(Failure::Timeout);
+            return Err(if on_client {
+                Failure::ClientStalled
+            } else {
+                Failure::Timeout
+            });
         }
+        // While the body streams, who is waiting on whom can change: look again
+        // within the client body timeout.
+        let streaming = progress.is_some_and(|p| p.done_ms().is_none());
+        let remaining = if streaming {
+            remaining.min(client_ms as i32)
+        } else {
+            remaining
+        };
         tokio::select! {
             biased;
             res = &mut fut => return res.map_err(|e| Failure::Hyper(Box::new(e))),
@@ -150,6 +180,9 @@ fn classify(err: &hyper::Error) -> TryError {
     while let Some(e) = source {
         if e.is::<BodyTooLarge>() {
             return TryError::BodyTooLarge;
+        }
+        if e.is::<ClientBodyError>() {
+            return TryError::ClientBody;
         }
         source = e.source();
     }

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
+use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), and
@@ -145,6 +146,33 @@ pub fn append_via(headers: &mut HeaderMap, via: HeaderValue) {
     headers.append(header::VIA, via);
 }
 
+/// Applies RFC 9112's host rules to an HTTP/1 request head (HTTP/2 carries
+/// `:authority` instead): an HTTP/1.1 request needs exactly one `Host`, any request
+/// with several is refused (routing on an ambiguous host is a way around host
+/// rules), and an absolute-form target's authority wins over `Host`, which is
+/// rewritten to it (§3.2.2). `Err` says why the request is refused (400).
+pub fn apply_host_rules(parts: &mut http::request::Parts) -> Result<(), &'static str> {
+    if parts.version != Version::HTTP_11 && parts.version != Version::HTTP_10 {
+        return Ok(());
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err("the request has more than one Host header");
+    }
+    if first.is_none() && parts.version == Version::HTTP_11 {
+        return Err("an HTTP/1.1 request needs a Host header");
+    }
+    if let Some(authority) = parts.uri.authority()
+        && !first.is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()))
+    {
+        let value = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| "the request target's authority is not a valid Host")?;
+        parts.headers.insert(header::HOST, value);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +238,30 @@ mod tests {
         h.insert(header::UPGRADE, "websocket".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    fn head(raw: &[(&str, &str)], uri: &str, version: Version) -> http::request::Parts {
+        let mut b = http::Request::builder().uri(uri).version(version);
+        for (k, v) in raw {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn host_rules_of_rfc_9112() {
+        let mut ok = head(&[("host", "a.example")], "/x", Version::HTTP_11);
+        assert_eq!(apply_host_rules(&mut ok), Ok(()));
+        let mut none = head(&[], "/x", Version::HTTP_11);
+        assert!(apply_host_rules(&mut none).is_err());
+        let mut old = head(&[], "/x", Version::HTTP_10);
+        assert_eq!(apply_host_rules(&mut old), Ok(()), "HTTP/1.0 without Host works");
+        let mut two = head(&[("host", "a.example"), ("host", "b.example")], "/x", Version::HTTP_11);
+        assert!(apply_host_rules(&mut two).is_err());
+        let mut absolute = head(&[("host", "b.example")], "http://a.example:8080/x", Version::HTTP_11);
+        assert_eq!(apply_host_rules(&mut absolute), Ok(()));
+        assert_eq!(absolute.headers[header::HOST], "a.example:8080", "the authority wins");
+        let mut h2 = head(&[], "/x", Version::HTTP_2);
+        assert_eq!(apply_host_rules(&mut h2), Ok(()), "HTTP/2 carries :authority");
     }
 }

@@ -39,7 +39,14 @@ pub async fn handle(ctx: &ProxyContext, req: Request<Incoming>, remote: SocketAd
     let start = Instant::now();
     let snap = ctx.snapshot.load_full();
     let gw = &snap.config.gateway;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if let Err(why) = headers::apply_host_rules(&mut parts) {
+        ctx.metrics.unrouted_response(400);
+        if gw.access_log {
+            AccessLine::new(&parts, remote, start).write(400, "-", "-", "-", 0);
+        }
+        return error_response(ProxyError::BadRequest, why);
+    }
     let route = snap
         .router
         .find(&parts.method, request_host(&parts), parts.uri.path())
@@ -158,18 +165,19 @@ impl Prepared {
     }
 }
 
-/// Reads small bodies into memory (so they can be replayed); leaves large or
-/// unsized ones streaming.
-async fn prepare_body(body: Incoming, max_body: u64, max_replay: u64) -> Result<Prepared, ProxyError> {
+/// Reads small bodies into memory (so they can be replayed) within `stall` (the
+/// client body timeout); leaves large or unsized ones streaming.
+async fn prepare_body(body: Incoming, max_body: u64, max_replay: u64, stall: Duration) -> Result<Prepared, ProxyError> {
     if body.is_end_stream() {
         return Ok(Prepared::Empty);
     }
     let limited = LimitedBody::new(body, max_body);
     match limited.size_hint().exact() {
-        Some(len) if len <= max_replay => match limited.collect().await {
-            Ok(collected) => Ok(Prepared::Full(collected.to_bytes())),
-            Err(e) if e.is::<BodyTooLarge>() => Err(ProxyError::BodyTooLarge),
-            Err(_) => Err(ProxyError::BadRequest),
+        Some(len) if len <= max_replay => match tokio::time::timeout(stall, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(Prepared::Full(collected.to_bytes())),
+            Ok(Err(e)) if e.is::<BodyTooLarge>() => Err(ProxyError::BodyTooLarge),
+            Ok(Err(_)) => Err(ProxyError::BadRequest),
+            Err(_) => Err(ProxyError::RequestTimeout),
         },
         _ => Ok(Prepared::Stream(Arc::new(std::sync::Mutex::new(Some(limited))))),
     }
@@ -206,7 +214,8 @@ impl Exchange<'_> {
         }
         let via = self.upstream_headers(&mut parts);
         let policy = &self.up.version.upstream;
-        let body = match prepare_body(body, max_body, policy.retry.max_replay_body).await {
+        let stall = self.gw.client_body_timeout;
+        let body = match prepare_body(body, max_body, policy.retry.max_replay_body, stall).await {
             Ok(b) => b,
             Err(e) => return self.answer(error_response(e, "the request body could not be read")),
         };
@@ -257,6 +266,30 @@ impl Exchange<'_> {
 
     fn answer(self, resp: Response<Body>) -> (Response<Body>, Served) {
         (resp, self.served)
+    }
+
+    /// The answer to a try the client broke (its body too large, malformed,
+    /// truncated, or stalled). The upstream connection it used is closed, not pooled.
+    fn client_fault(&self, e: TryError) -> Response<Body> {
+        let (err, msg) = match e {
+            TryError::BodyTooLarge => (
+                ProxyError::BodyTooLarge,
+                format!("request body exceeds the limit of {} bytes", self.gw.max_body_size),
+            ),
+            TryError::ClientStalled => (
+                ProxyError::RequestTimeout,
+                format!(
+                    "the request body stalled for longer than {:?} (client_body_timeout)",
+                    self.gw.client_body_timeout
+                ),
+            ),
+            _ => (
+                ProxyError::BadRequest,
+                "the request body is malformed or incomplete".to_string(),
+            ),
+        };
+        tracing::debug!(client = %self.remote, error = ?e, "request body failed on the client's side");
+        error_response(err, &msg)
     }
 
     /// Turns the client's head into the head every try sends: hop-by-hop headers
@@ -312,7 +345,11 @@ impl Exchange<'_> {
         let req = upstream_request(parts, &ep.host_header, &policy.pass_host, try_body);
         let inflight = ep.state.start_request();
         let t0 = Instant::now();
-        let send = forward::send(&ep, req, &policy.timeouts, progress);
+        let timers = forward::Timers {
+            upstream: &policy.timeouts,
+            client_body: self.gw.client_body_timeout,
+        };
+        let send = forward::send(&ep, req, timers, progress);
         let result = match deadline {
             // The overall deadline also cuts the try in progress.
             Some(d) => tokio::time::timeout_at(d.into(), send)
@@ -326,9 +363,9 @@ impl Exchange<'_> {
             Err(TryError::Connect { .. }) => Outcome::ConnectFailure,
             Err(TryError::Timeout) => Outcome::Timeout,
             Err(TryError::Reset) => Outcome::Reset,
-            Err(TryError::BodyTooLarge) => {
-                let msg = format!("request body exceeds the limit of {} bytes", self.gw.max_body_size);
-                return Err(error_response(ProxyError::BodyTooLarge, &msg));
+            // The client's fault: answered to it, never counted against the node.
+            Err(e @ (TryError::BodyTooLarge | TryError::ClientBody | TryError::ClientStalled)) => {
+                return Err(self.client_fault(*e));
             }
         };
         let retry_after = result
@@ -496,6 +533,8 @@ fn finish(
                 TryError::Timeout => (ProxyError::UpstreamTimeout, "the upstream did not answer in time"),
                 TryError::Reset => (ProxyError::UpstreamReset, "the upstream connection failed"),
                 TryError::BodyTooLarge => (ProxyError::BodyTooLarge, "request body too large"),
+                TryError::ClientBody => (ProxyError::BadRequest, "the request body is malformed or incomplete"),
+                TryError::ClientStalled => (ProxyError::RequestTimeout, "the request body stalled"),
             };
             error_response(err, msg)
         }

@@ -3,7 +3,7 @@
 //! send/read timers.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -24,7 +24,15 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// The client's body, counted against the size limit.
+/// The client's request body broke: malformed chunked framing, a connection closed
+/// before the declared length arrived, or any other read error. The client's fault,
+/// never the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body could not be read: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
+/// The client's body, counted against the size limit; its read errors become
+/// [`ClientBodyError`] so a failed try can tell them from the upstream's.
 #[derive(Debug)]
 pub struct LimitedBody {
     inner: Incoming,
@@ -53,7 +61,7 @@ impl HttpBody for LimitedBody {
                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: self.limit }))));
             }
         }
-        Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+        Poll::Ready(frame.map(|r| r.map_err(|e| Box::new(ClientBodyError(e)) as BoxError)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -70,6 +78,8 @@ impl HttpBody for LimitedBody {
 pub struct Progress {
     last_ms: AtomicU32,
     done_ms: AtomicU32,
+    /// The try is waiting for the client's next bytes (not for the upstream to read).
+    waiting_on_client: AtomicBool,
 }
 
 /// `done_ms` before the body has ended.
@@ -81,12 +91,19 @@ impl Progress {
         Arc::new(Self {
             last_ms: AtomicU32::new(now_ms()),
             done_ms: AtomicU32::new(NOT_DONE),
+            waiting_on_client: AtomicBool::new(false),
         })
     }
 
     /// Milliseconds (process clock) of the last movement.
     pub fn last_ms(&self) -> u32 {
         self.last_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body is stalled on the client: the last poll found no data from
+    /// it yet (so a pause now is the client's, not the upstream's).
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
     }
 
     /// When the body ended, if it has.
@@ -142,7 +159,9 @@ impl HttpBody for TryBody {
                 let Some(body) = taken.as_mut() else {
                     return Poll::Ready(Some(Err("request body was already consumed by an earlier try".into())));
                 };
-                let frame = ready!(Pin::new(body).poll_frame(cx));
+                let polled = Pin::new(body).poll_frame(cx);
+                progress.waiting_on_client.store(polled.is_pending(), Ordering::Relaxed);
+                let frame = ready!(polled);
                 match &frame {
                     None => progress.done(),
                     Some(_) => progress.moved(),

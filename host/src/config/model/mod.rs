@@ -67,6 +67,8 @@ pub struct GatewaySettings {
     pub max_body_size: u64,
     /// Time a client may take to send its request head.
     pub client_header_timeout: Duration,
+    /// Longest pause while a client sends its request body (then 408).
+    pub client_body_timeout: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// Redis settings for `policy: redis`.

@@ -48,8 +48,11 @@ pub mod defaults {
     pub const GROUP: &str = "default";
     /// 100 MiB.
     pub const MAX_BODY_SIZE: u64 = 100 * 1024 * 1024;
-    /// Client header read timeout.
-    pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Time a client may take to send its whole request head (HAProxy's
+    /// `timeout http-request`).
+    pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Longest pause while a client sends its request body.
+    pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
     /// Shutdown grace.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     /// Connect timeout.
@@ -221,6 +224,10 @@ impl Validator {
             client_header_timeout: self.positive(
                 dur(&g.client_header_timeout, defaults::CLIENT_HEADER_TIMEOUT),
                 "gateway.client_header_timeout",
+            ),
+            client_body_timeout: self.positive(
+                dur(&g.client_body_timeout, defaults::CLIENT_BODY_TIMEOUT),
+                "gateway.client_body_timeout",
             ),
             shutdown_grace: dur(&g.shutdown_grace, defaults::SHUTDOWN_GRACE),
             redis,
