@@ -71,6 +71,39 @@ fn row(port: u16) -> String {
     format!("[data-service=\"petstore\"] tr[data-node=\"127.0.0.1:{port}\"]")
 }
 
+/// Waits until the row of node `port` has `data-{attr}` equal to `value`.
+async fn wait_row(browser: &Browser, port: u16, attr: &str, value: &str) {
+    let script = format!(
+        "return document.querySelector('{}')?.dataset.{attr} === '{value}'",
+        row(port)
+    );
+    browser.wait_js(&script, &format!("node {port} {attr} {value}")).await;
+}
+
+/// Sends requests to `url` until the page shows `css` (a row) in `state`.
+async fn until_state(browser: &Browser, url: &str, css: &str, state: &str) -> bool {
+    let client = Client::new();
+    let script = format!("return document.querySelector('{css}')?.dataset.state === '{state}'");
+    for _ in 0..150 {
+        let _ = client.get(url).await;
+        if browser.js(&script).await == Value::Bool(true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Sets the weight of node `port` through the change-weight form.
+async fn set_weight(browser: &Browser, port: u16, weight: &str) {
+    let form = "[data-service=\"petstore\"] .forms form.set-weight";
+    browser
+        .select(&format!("{form} select[name=node]"), &format!("127.0.0.1:{port}"))
+        .await;
+    browser.fill(&format!("{form} input[name=weight]"), weight).await;
+    browser.click(&format!("{form} button[type=submit]")).await;
+}
+
 /// The page loads without errors and shows every node under its zone; a node the
 /// test kills turns "ejected" and comes back when restarted. The error collector
 /// itself is checked to catch an error.
@@ -102,38 +135,13 @@ async fn nodes_by_zone_and_a_killed_node_is_ejected_then_returns() {
     assert_eq!(browser.page_errors().await, Some(vec![]), "the page logged errors");
 
     b1.stop();
-    let client = Client::new();
-    let ejected = format!(
-        "return document.querySelector('{}')?.dataset.state === 'ejected'",
-        row(b1.port())
-    );
-    let mut seen = false;
-    for _ in 0..100 {
-        let _ = client.get(&gw.url("/x")).await;
-        if browser.js(&ejected).await == Value::Bool(true) {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(seen, "the killed node never showed as ejected");
+    let ejected = until_state(&browser, &gw.url("/x"), &row(b1.port()), "ejected").await;
+    assert!(ejected, "the killed node never showed as ejected");
     let badge = browser.text(&format!("{} td.state", row(b1.port()))).await;
     assert!(badge.contains("ejected") && badge.contains("s left"), "{badge}");
 
     let _b1 = TestUpstream::start_on("b1", b1.addr).await;
-    let healthy = format!(
-        "return document.querySelector('{}')?.dataset.state === 'healthy'",
-        row(b1.port())
-    );
-    let mut back = false;
-    for _ in 0..150 {
-        let _ = client.get(&gw.url("/x")).await;
-        if browser.js(&healthy).await == Value::Bool(true) {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = until_state(&browser, &gw.url("/x"), &row(b1.port()), "healthy").await;
     assert!(back, "the restarted node never showed as healthy again");
 
     // The events view lists the transitions of that node.
@@ -162,105 +170,34 @@ async fn nodes_by_zone_and_a_killed_node_is_ejected_then_returns() {
     gw.stop().await;
 }
 
-/// The seed walkthrough through the page alone, plus weights, drain and a bad
-/// weight's error shown next to the field.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn walkthrough_weights_and_drain_through_the_page() {
-    let _one = ONE_BROWSER.lock().await;
-    let n1 = TestUpstream::start("n1").await;
-    let n2 = TestUpstream::start("n2").await;
-    let gw = TestGateway::start(&config(&[(&n1, "zone-a", 100)], "          type: roundrobin\n")).await;
-    let browser = Browser::start().await;
-    browser.open(&format!("{}/#traffic", gw.admin)).await;
-    let forms = "[data-service=\"petstore\"] .forms";
-
-    // Add a second node.
-    browser
-        .wait_js(&format!("return !!document.querySelector('{}')", row(n1.port())), "n1")
-        .await;
-    browser
-        .fill(
-            &format!("{forms} form.add-node input[name=port]"),
-            &n2.port().to_string(),
-        )
-        .await;
-    browser
-        .click(&format!("{forms} form.add-node button[type=submit]"))
-        .await;
-    browser
-        .wait_js(
-            &format!("return !!document.querySelector('{}')", row(n2.port())),
-            "n2 added",
-        )
-        .await;
-
-    // Weight 300 : 100 shifts the measured spread to n1.
-    let set_weight = format!("{forms} form.set-weight");
-    browser
-        .select(
-            &format!("{set_weight} select[name=node]"),
-            &format!("127.0.0.1:{}", n1.port()),
-        )
-        .await;
-    browser.fill(&format!("{set_weight} input[name=weight]"), "300").await;
-    browser.click(&format!("{set_weight} button[type=submit]")).await;
-    browser
-        .wait_js(
-            &format!(
-                "return document.querySelector('{}')?.dataset.weight === '300'",
-                row(n1.port())
-            ),
-            "weight 300",
-        )
-        .await;
-    let s = spread(&gw, 200).await;
+/// Weight 300:100 shifts the measured spread; a bad weight shows the API's error
+/// next to the field; a drained node gets nothing, an undrained one its weight back.
+async fn weights_and_drain(browser: &Browser, gw: &TestGateway, n1: &TestUpstream, n2: &TestUpstream) {
+    set_weight(browser, n1.port(), "300").await;
+    wait_row(browser, n1.port(), "weight", "300").await;
+    let s = spread(gw, 200).await;
     let (c1, c2) = (s.get("n1").copied().unwrap_or(0), s.get("n2").copied().unwrap_or(0));
     assert!(c1 > 2 * c2 && c2 > 0, "300:100 weights gave {s:?}");
 
-    // A bad weight: the API's error appears next to the weight field.
-    browser.fill(&format!("{set_weight} input[name=weight]"), "lots").await;
-    browser.click(&format!("{set_weight} button[type=submit]")).await;
+    set_weight(browser, n1.port(), "lots").await;
     let err = browser
-        .text(&format!("{set_weight} input[name=weight] + .field-error"))
+        .text("[data-service=\"petstore\"] form.set-weight input[name=weight] + .field-error")
         .await;
     assert!(err.contains("invalid type") || err.contains("expected"), "{err}");
-    browser.fill(&format!("{set_weight} input[name=weight]"), "100").await;
-    browser.click(&format!("{set_weight} button[type=submit]")).await;
-    browser
-        .wait_js(
-            &format!(
-                "return document.querySelector('{}')?.dataset.weight === '100'",
-                row(n1.port())
-            ),
-            "weight 100",
-        )
-        .await;
+    set_weight(browser, n1.port(), "100").await;
+    wait_row(browser, n1.port(), "weight", "100").await;
 
-    // Drain n2: it gets nothing; undrain: it gets traffic again.
     browser.click(&format!("{} button.drain", row(n2.port()))).await;
-    browser
-        .wait_js(
-            &format!(
-                "return document.querySelector('{}')?.dataset.weight === '0'",
-                row(n2.port())
-            ),
-            "drained",
-        )
-        .await;
-    let s = spread(&gw, 40).await;
+    wait_row(browser, n2.port(), "weight", "0").await;
+    let s = spread(gw, 40).await;
     assert_eq!(s.get("n2"), None, "a drained node got traffic: {s:?}");
     browser.click(&format!("{} button.undrain", row(n2.port()))).await;
-    browser
-        .wait_js(
-            &format!(
-                "return document.querySelector('{}')?.dataset.weight === '100'",
-                row(n2.port())
-            ),
-            "undrained",
-        )
-        .await;
+    wait_row(browser, n2.port(), "weight", "100").await;
+}
 
-    // Version 1.0.1 from 1.0.0: least connections, active HTTP /health and passive checks; publish.
+/// Makes version 1.0.1 from the published 1.0.0 in the page: least connections,
+/// active HTTP `/health` and passive checks; then publishes it.
+async fn publish_101_through_the_page(browser: &Browser) {
     browser.click("#tabs a[data-view=services]").await;
     let editor = "[data-service=\"petstore\"] form.new-version";
     browser
@@ -301,6 +238,43 @@ async fn walkthrough_weights_and_drain_through_the_page() {
             "1.0.1 published",
         )
         .await;
+}
+
+/// The seed walkthrough through the page alone, plus weights, drain and a bad
+/// weight's error shown next to the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_weights_and_drain_through_the_page() {
+    let _one = ONE_BROWSER.lock().await;
+    let n1 = TestUpstream::start("n1").await;
+    let n2 = TestUpstream::start("n2").await;
+    let gw = TestGateway::start(&config(&[(&n1, "zone-a", 100)], "          type: roundrobin\n")).await;
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/#traffic", gw.admin)).await;
+    let forms = "[data-service=\"petstore\"] .forms";
+
+    // Add a second node.
+    browser
+        .wait_js(&format!("return !!document.querySelector('{}')", row(n1.port())), "n1")
+        .await;
+    browser
+        .fill(
+            &format!("{forms} form.add-node input[name=port]"),
+            &n2.port().to_string(),
+        )
+        .await;
+    browser
+        .click(&format!("{forms} form.add-node button[type=submit]"))
+        .await;
+    browser
+        .wait_js(
+            &format!("return !!document.querySelector('{}')", row(n2.port())),
+            "n2 added",
+        )
+        .await;
+
+    weights_and_drain(&browser, &gw, &n1, &n2).await;
+
+    publish_101_through_the_page(&browser).await;
 
     let svc = services(&gw.admin).await;
     let pet = &svc["services"][0];
