@@ -1,6 +1,8 @@
 //! A real headless Chromium driven over WebDriver (Debian's `chromium` and
 //! `chromium-driver`, installed by `scripts/setup.sh`). Each [`Browser`] starts its
-//! own chromedriver on a free loopback port and kills it when dropped.
+//! own chromedriver on a free loopback port, in a process group of its own, and
+//! kills that whole group (chromedriver and the browser it started) when dropped,
+//! also when a test panics.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -46,6 +48,7 @@ impl Browser {
         let chrome = find(&["chromium", "chromium-browser"]).expect("chromium not found: run scripts/setup.sh");
         let port = free_port();
         let driver = Command::new(driver_bin)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -181,9 +184,22 @@ impl Browser {
         std::fs::write(path, png).expect("write screenshot");
     }
 
-    /// Ends the session and chromedriver.
-    pub async fn close(mut self) {
+    /// Ends the session, then chromedriver and the browser (on drop).
+    pub async fn close(self) {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.client.clone().close()).await;
-        let _ = self.driver.kill().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver leads its own process group; the browser it started is in it.
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.driver.start_kill();
     }
 }
