@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Installs what building and testing Gatehouse needs on a fresh Debian machine with
-# rustup: the wasm32-wasip2 target (for plugins) and redis-server (for the shared
-# rate-limit tests). Safe to run again.
+# rustup: the wasm32-wasip2 target (for plugins), redis-server (for the shared
+# rate-limit tests), and chromium with chromium-driver (for the dashboard's browser
+# tests). Safe to run again.
 set -euo pipefail
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, Loaded, Overrides};
 use crate::control::{Cause, ControlEvent, ControlOptions, ControlPlane, ReloadOutcome, Served};
+use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::plugin::{PluginRuntime, PluginSettings};
 use crate::proxy::ProxyContext;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub tiers_changed: Notify,
     /// Active health probes, one task per endpoint with a check.
     pub probes: ProbeScheduler,
+    /// The operator-visible event journal (dashboard, `GET /admin/v1/events`).
+    pub events: Arc<Events>,
     generation: AtomicU64,
 }
 
@@ -139,6 +142,10 @@ impl Served for AppState {
             }
         }
     }
+
+    fn config_event(&self, generation: u64, source: &str, error: Option<String>) {
+        self.events.config(generation, source, error);
+    }
 }
 
 /// A running gateway.
@@ -152,6 +159,8 @@ pub struct Gateway {
     pub state: Arc<AppState>,
     /// Config reloads and admin edits.
     pub control: Arc<ControlPlane>,
+    /// What the admin API reads (`gatehouse demo` installs its node switch here).
+    pub admin: Arc<AdminState>,
     tree: ShutdownTree,
 }
 
@@ -175,8 +184,10 @@ impl Gateway {
     /// serve and the error is logged).
     pub async fn start(loaded: Loaded, options: StartOptions) -> Result<Gateway, StartError> {
         let root = CancellationToken::new();
+        let events = Arc::new(Events::default());
         let settings = PluginSettings {
             cancel: root.child_token(),
+            events: events.clone(),
             ..PluginSettings::from_gateway(&loaded.config.gateway)
         };
         let plugins = match PluginRuntime::start(settings) {
@@ -190,7 +201,7 @@ impl Gateway {
             Some(rt) => rt.clone(),
             None => Arc::new(BuiltinPolicies),
         };
-        Self::start_inner(loaded, options, hooks, plugins, root).await
+        Self::start_inner(loaded, options, hooks, plugins, root, events).await
     }
 
     /// As [`Gateway::start`], with given policy hooks and no plugin runtime.
@@ -199,7 +210,7 @@ impl Gateway {
         options: StartOptions,
         hooks: Arc<dyn PolicyHooks>,
     ) -> Result<Gateway, StartError> {
-        Self::start_inner(loaded, options, hooks, None, CancellationToken::new()).await
+        Self::start_inner(loaded, options, hooks, None, CancellationToken::new(), Arc::default()).await
     }
 
     async fn start_inner(
@@ -208,6 +219,7 @@ impl Gateway {
         hooks: Arc<dyn PolicyHooks>,
         plugins: Option<Arc<PluginRuntime>>,
         root: CancellationToken,
+        events: Arc<Events>,
     ) -> Result<Gateway, StartError> {
         let gw = loaded.config.gateway.clone();
         let admin_token = gw
@@ -222,13 +234,14 @@ impl Gateway {
         let (admin_listener, admin_addr) = bind("admin", gw.admin_listen).await?;
 
         let tracker = TaskTracker::new();
-        let state = build_state(&loaded.config, hooks, plugins, &root, &tracker);
+        let state = build_state(&loaded.config, hooks, plugins, events, &root, &tracker);
         let options = ControlOptions {
             path: options.config_path,
             overrides: options.overrides,
             allow_published_edits: options.allow_published_edits,
         };
         let control = ControlPlane::start(state.clone(), loaded, options);
+        state.events.config(state.generation(), "startup", None);
         state.proxy.metrics.config_reload(true);
         // Catch a change made to the file since it was loaded, then watch it.
         control.reload_async(Cause::FileChange, false).await;
@@ -262,8 +275,12 @@ impl Gateway {
             ready: state.ready.clone(),
             token: admin_token,
             plugins: state.plugins.clone(),
+            events: state.events.clone(),
+            limits: state.live.limits.clone(),
+            started: std::time::SystemTime::now(),
+            demo: std::sync::OnceLock::new(),
         });
-        spawn_background(&state, admin, admin_listener, &root, &tracker);
+        spawn_background(&state, admin.clone(), admin_listener, &root, &tracker);
         state.ready.store(true, Ordering::Release);
         tracing::info!(
             proxy = %proxy_addr,
@@ -278,6 +295,7 @@ impl Gateway {
             admin_addr,
             state,
             control,
+            admin,
             tree: ShutdownTree {
                 root,
                 proxy,
@@ -337,6 +355,7 @@ fn build_state(
     config: &Config,
     hooks: Arc<dyn PolicyHooks>,
     plugins: Option<Arc<PluginRuntime>>,
+    events: Arc<Events>,
     root: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<AppState> {
@@ -352,7 +371,7 @@ fn build_state(
         &metrics,
         &BuiltinPolicies,
     );
-    let live = LiveRegistry::new();
+    let live = LiveRegistry::with_events(events.clone());
     live.health_hub().register(&metrics);
     live.limits.register_metrics(&metrics);
     Arc::new(AppState {
@@ -366,6 +385,7 @@ fn build_state(
         ready: Arc::new(AtomicBool::new(false)),
         tiers_changed: Notify::new(),
         probes: ProbeScheduler::new(tokio::runtime::Handle::current(), tracker.clone(), root.clone()),
+        events,
         generation: AtomicU64::new(0),
     })
 }

@@ -10,7 +10,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::demo::DemoControl;
 
 /// The demo's nodes: (name, zone).
 pub const NODES: [(&str, &str); 6] = [
@@ -84,14 +90,95 @@ gateway_groups:
 
 /// Starts the six demo nodes on ephemeral loopback ports; returns (name, address).
 pub async fn start_nodes() -> std::io::Result<Vec<(String, SocketAddr)>> {
-    let mut out = Vec::new();
-    for (name, zone) in NODES {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(serve_node(listener, name, zone));
-        out.push((name.to_string(), addr));
+    Ok(DemoNodes::start().await?.addresses())
+}
+
+/// The demo's running nodes, each of which can be stopped (its port closed and
+/// its connections cut, as if the process died) and started again on the same port.
+#[derive(Debug)]
+pub struct DemoNodes {
+    nodes: Vec<DemoNode>,
+}
+
+#[derive(Debug)]
+struct DemoNode {
+    name: &'static str,
+    zone: &'static str,
+    addr: SocketAddr,
+    /// Stops the running node when sent (or dropped); `None` while stopped.
+    running: Mutex<Option<watch::Sender<bool>>>,
+}
+
+impl DemoNodes {
+    /// Starts the six demo nodes on ephemeral loopback ports.
+    pub async fn start() -> std::io::Result<Arc<DemoNodes>> {
+        let mut nodes = Vec::new();
+        for (name, zone) in NODES {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let (stop, rx) = watch::channel(false);
+            tokio::spawn(serve_node(listener, name, zone, rx));
+            nodes.push(DemoNode {
+                name,
+                zone,
+                addr,
+                running: Mutex::new(Some(stop)),
+            });
+        }
+        Ok(Arc::new(DemoNodes { nodes }))
     }
-    Ok(out)
+
+    /// (name, address) of each node.
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.nodes.iter().map(|n| (n.name.to_string(), n.addr)).collect()
+    }
+}
+
+impl DemoControl for DemoNodes {
+    fn nodes(&self) -> Value {
+        let nodes: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "name": n.name,
+                    "zone": n.zone,
+                    "address": n.addr.to_string(),
+                    "up": n.running.lock().unwrap_or_else(|p| p.into_inner()).is_some(),
+                })
+            })
+            .collect();
+        Value::Array(nodes)
+    }
+
+    fn set(&self, name: &str, up: bool) -> Result<Value, String> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| format!("no demo node named {name:?}"))?;
+        let mut running = node.running.lock().unwrap_or_else(|p| p.into_inner());
+        match (up, running.is_some()) {
+            (false, true) => {
+                if let Some(stop) = running.take() {
+                    let _ = stop.send(true);
+                }
+                tracing::info!(node = name, "demo node stopped");
+            }
+            (true, false) => {
+                let std = std::net::TcpListener::bind(node.addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| format!("cannot listen on {} again: {e}", node.addr))?;
+                let listener = TcpListener::from_std(std).map_err(|e| e.to_string())?;
+                let (stop, rx) = watch::channel(false);
+                tokio::spawn(serve_node(listener, node.name, node.zone, rx));
+                *running = Some(stop);
+                tracing::info!(node = name, "demo node started");
+            }
+            _ => {}
+        }
+        Ok(json!({ "name": name, "up": up }))
+    }
 }
 
 /// Renders the built-in config for nodes started by [`start_nodes`].
@@ -105,17 +192,25 @@ pub fn render_config(nodes: &[(String, SocketAddr)], listen: SocketAddr, admin: 
     text
 }
 
-async fn serve_node(listener: TcpListener, name: &'static str, zone: &'static str) {
+async fn serve_node(listener: TcpListener, name: &'static str, zone: &'static str, mut stop: watch::Receiver<bool>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else {
             continue;
         };
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             let service =
                 service_fn(move |req: Request<Incoming>| async move { Ok::<_, Infallible>(answer(name, zone, &req)) });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.changed() => {}
+            }
         });
     }
 }

@@ -9,6 +9,7 @@ pub mod balance;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod events;
 pub mod fswatch;
 pub mod health;
 pub mod metrics;

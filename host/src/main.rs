@@ -168,9 +168,10 @@ async fn run(options: StartOptions) -> Result<()> {
 }
 
 async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
-    let nodes = demo::start_nodes()
+    let demo_nodes = demo::DemoNodes::start()
         .await
         .context("cannot start the demo upstream nodes")?;
+    let nodes = demo_nodes.addresses();
     let text = demo::render_config(&nodes, listen, admin);
     let loaded = config::load_str(
         &text,
@@ -179,6 +180,7 @@ async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
         std::path::Path::new("."),
     )?;
     let gateway = Gateway::start(loaded, StartOptions::default()).await?;
+    let _ = gateway.admin.demo.set(demo_nodes);
     let p = gateway.proxy_addr;
     let a = gateway.admin_addr;
     println!("Gatehouse demo: a gateway in zone-a in front of six nodes in zones a, b and c.");
@@ -186,11 +188,14 @@ async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
         println!("  node {name:<4} {addr}");
     }
     println!();
+    println!("Dashboard: http://{a}/  (stop and start nodes there to watch a failover)");
+    println!();
     println!("Try:");
     println!("  curl http://{p}/hello                       # answered by a zone-a node");
     println!("  curl -H 'x-user-id: 42' http://{p}/sticky/x  # same user, same node");
     println!("  curl http://{a}/admin/v1/status");
     println!("  curl http://{a}/metrics");
+    println!("  curl -X POST http://{a}/admin/v1/demo/nodes/a-1/stop   # then .../start");
     println!("Press Ctrl-C to stop.");
     wait_and_stop(gateway).await
 }

@@ -2,11 +2,13 @@
 //! behaviour a test can change while they run, a gateway started in-process or as
 //! the real binary, and a small HTTP client.
 
+pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod redis;
 pub mod upstream;
 
+pub use browser::Browser;
 pub use client::{Client, Reply};
 pub use gateway::{BinaryGateway, TestGateway, write_config};
 pub use upstream::{Behavior, TestUpstream};

@@ -253,3 +253,19 @@ fn export_round_trips() {
     let again = config::load_str(&yaml, "export", &Overrides::default(), Path::new(".")).unwrap();
     assert_eq!(again.raw, loaded.raw);
 }
+
+#[test]
+fn passive_check_type_is_apisix_s() {
+    for kind in ["http", "https", "tcp"] {
+        let text = GOOD.replace(
+            "retries: 2",
+            &format!("retries: 2\n          checks: {{ passive: {{ type: {kind} }} }}"),
+        );
+        assert_eq!(errors(&text), vec![], "type {kind}");
+    }
+    rejected(
+        &GOOD.replace("retries: 2", "retries: 2\n          checks: { passive: { type: udp } }"),
+        "services[0].versions[0].upstream.checks.passive.type",
+        r#"unknown passive check type "udp"; expected one of http, https, tcp"#,
+    );
+}

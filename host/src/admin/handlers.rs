@@ -47,11 +47,13 @@ pub fn services(state: &AdminState) -> Value {
         .upstreams
         .iter()
         .map(|u| {
+            let tiers = u.tiers.load();
             let nodes: Vec<Value> = u
                 .endpoints
                 .iter()
                 .zip(&u.health.cells)
-                .map(|(e, cell)| {
+                .enumerate()
+                .map(|(i, (e, cell))| {
                     let n = &e.node;
                     let mut node = json!({
                         "host": n.host,
@@ -64,6 +66,9 @@ pub fn services(state: &AdminState) -> Value {
                         "inflight": e.state.inflight(),
                         "requests": e.state.requests(),
                         "ewma_ms": f64::from(e.state.ewma_us()) / 1000.0,
+                        "errors": e.state.errors(),
+                        "effective_weight": crate::zone::effective_weight(e, &u.version.upstream),
+                        "tier": tiers.tiers.iter().position(|t| t.contains(i)),
                     });
                     if let (Some(obj), Value::Object(health)) = (node.as_object_mut(), crate::health::report(cell)) {
                         obj.extend(health);

@@ -8,23 +8,30 @@
 
 mod auth;
 mod body;
+pub mod demo;
 pub mod error;
 mod handlers;
+mod live;
 pub mod plugins;
 pub mod router;
+mod ui;
+mod views;
 mod writes;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::control::ControlPlane;
+use crate::events::Events;
 use crate::plugin::PluginRuntime;
 use crate::proxy::ProxyContext;
 use crate::proxy::body::Body;
 use crate::proxy::error::full;
+use crate::ratelimit::LimitRegistry;
 pub use error::AdminError;
 use router::Endpoint;
 
@@ -41,6 +48,14 @@ pub struct AdminState {
     pub token: Option<String>,
     /// The plugin runtime, when the gateway runs one.
     pub plugins: Option<Arc<PluginRuntime>>,
+    /// The event journal (`GET /admin/v1/events`).
+    pub events: Arc<Events>,
+    /// Rate-limit state (`GET /admin/v1/ratelimits`).
+    pub limits: Arc<LimitRegistry>,
+    /// When the gateway started.
+    pub started: SystemTime,
+    /// The demo's node switch (`gatehouse demo` only).
+    pub demo: OnceLock<Arc<dyn demo::DemoControl>>,
 }
 
 /// Handles one admin request.
@@ -76,7 +91,13 @@ async fn dispatch(state: &AdminState, req: Request<Incoming>) -> Result<Response
             );
             return Ok(resp);
         }
-        Endpoint::Status => handlers::status(state),
+        Endpoint::Status => merge(handlers::status(state), views::status_extra(state)),
+        Endpoint::Events => return Ok(live::events(state, &parts.headers)),
+        Endpoint::Versions => views::versions(state),
+        Endpoint::RateLimits => views::ratelimits(state),
+        Endpoint::DemoNodes => demo::nodes(state)?,
+        Endpoint::DemoNode { name, up } => demo::set(state, &name, up)?,
+        Endpoint::Ui { file } => return ui::asset(&file),
         Endpoint::Services => handlers::services(state),
         Endpoint::Plugins => return Ok(plugins::handle(state.plugins.as_deref())),
         Endpoint::Config if parts.method == Method::GET => return handlers::export(ctl, &parts.headers),
@@ -98,6 +119,13 @@ async fn dispatch(state: &AdminState, req: Request<Incoming>) -> Result<Response
         }
     };
     Ok(json(StatusCode::OK, &value))
+}
+
+fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
 }
 
 /// A JSON response.

@@ -40,6 +40,26 @@ pub enum Endpoint {
     Config,
     /// `GET /admin/v1/plugins`: loaded plugins, their state and fault counts.
     Plugins,
+    /// `GET /admin/v1/events`: the event journal (server-sent events or JSON).
+    Events,
+    /// `GET /admin/v1/versions`: every service's versions, their policy and groups.
+    Versions,
+    /// `GET /admin/v1/ratelimits`: rules per service, busiest keys, Redis link.
+    RateLimits,
+    /// `GET /admin/v1/demo/nodes`: the demo's nodes (only under `gatehouse demo`).
+    DemoNodes,
+    /// `POST /admin/v1/demo/nodes/{name}/{stop|start}` (only under `gatehouse demo`).
+    DemoNode {
+        /// Node name.
+        name: String,
+        /// Start (true) or stop.
+        up: bool,
+    },
+    /// `GET /` and `GET /ui/{file}`: the dashboard.
+    Ui {
+        /// The asset's file name (`index.html` for `/`).
+        file: String,
+    },
 }
 
 impl Endpoint {
@@ -62,6 +82,24 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, AdminError> {
         ["admin", "v1", "status"] => (Endpoint::Status, "GET"),
         ["admin", "v1", "services"] => (Endpoint::Services, "GET"),
         ["admin", "v1", "plugins"] => (Endpoint::Plugins, "GET"),
+        ["admin", "v1", "events"] => (Endpoint::Events, "GET"),
+        ["admin", "v1", "versions"] => (Endpoint::Versions, "GET"),
+        ["admin", "v1", "ratelimits"] => (Endpoint::RateLimits, "GET"),
+        ["admin", "v1", "demo", "nodes"] => (Endpoint::DemoNodes, "GET"),
+        ["admin", "v1", "demo", "nodes", n, action @ ("stop" | "start")] if name(n) => (
+            Endpoint::DemoNode {
+                name: n.to_string(),
+                up: *action == "start",
+            },
+            "POST",
+        ),
+        [""] | ["ui"] | ["ui", ""] => (
+            Endpoint::Ui {
+                file: "index.html".into(),
+            },
+            "GET",
+        ),
+        ["ui", f] if name(f) => (Endpoint::Ui { file: f.to_string() }, "GET"),
         ["admin", "v1", "config"] => (Endpoint::Config, "GET, PUT"),
         ["admin", "v1", "groups", g, "services", s, "nodes"] if name(g) && name(s) => (
             Endpoint::Nodes {
@@ -117,6 +155,35 @@ mod tests {
             }
         );
         assert_eq!(route(&Method::PUT, "/admin/v1/config").unwrap(), Endpoint::Config);
+        assert_eq!(route(&Method::GET, "/admin/v1/events").unwrap(), Endpoint::Events);
+        assert_eq!(route(&Method::GET, "/admin/v1/versions").unwrap(), Endpoint::Versions);
+        assert_eq!(
+            route(&Method::GET, "/admin/v1/ratelimits").unwrap(),
+            Endpoint::RateLimits
+        );
+        assert_eq!(
+            route(&Method::POST, "/admin/v1/demo/nodes/a-1/stop").unwrap(),
+            Endpoint::DemoNode {
+                name: "a-1".into(),
+                up: false
+            }
+        );
+        let index = Endpoint::Ui {
+            file: "index.html".into(),
+        };
+        assert_eq!(route(&Method::GET, "/").unwrap(), index);
+        assert_eq!(route(&Method::GET, "/ui/").unwrap(), index);
+        assert_eq!(
+            route(&Method::GET, "/ui/app.js").unwrap(),
+            Endpoint::Ui { file: "app.js".into() }
+        );
+        assert_eq!(route(&Method::POST, "/").unwrap_err().status(), 405);
+        assert_eq!(
+            route(&Method::GET, "/admin/v1/demo/nodes/a-1/reboot")
+                .unwrap_err()
+                .status(),
+            404
+        );
     }
 
     #[test]
@@ -138,5 +205,13 @@ mod tests {
         assert!(Endpoint::Publish { group: "g".into() }.needs_token(&Method::POST));
         assert!(!Endpoint::Status.needs_token(&Method::GET));
         assert!(!Endpoint::Services.needs_token(&Method::GET));
+        assert!(!Endpoint::Events.needs_token(&Method::GET));
+        assert!(
+            Endpoint::DemoNode {
+                name: "a-1".into(),
+                up: true
+            }
+            .needs_token(&Method::POST)
+        );
     }
 }

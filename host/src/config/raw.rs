@@ -351,6 +351,9 @@ pub struct RawActiveUnhealthy {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPassiveCheck {
+    /// `http` | `https` | `tcp` (APISIX's `checks.passive.type`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// When real traffic shows a node healthy again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<RawPassiveHealthy>,

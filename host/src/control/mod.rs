@@ -92,6 +92,9 @@ pub trait Served: Send + Sync {
     fn generation(&self) -> u64;
     /// Counts what the control plane did.
     fn record(&self, event: ControlEvent);
+    /// Records a config change from `source`, applied (`error` is `None`) or
+    /// refused, in the gateway's event journal. Does nothing by default.
+    fn config_event(&self, _generation: u64, _source: &str, _error: Option<String>) {}
 }
 
 /// What the control plane counts (metrics).
@@ -267,6 +270,7 @@ impl ControlPlane {
         self.set_status(inner, |s| s.loaded(cause));
         self.write_cache();
         tracing::info!(source = %name, generation, cause = cause.as_str(), "config reloaded");
+        self.served.config_event(generation, cause.as_str(), None);
         ReloadOutcome::Applied { generation }
     }
 
@@ -286,6 +290,8 @@ impl ControlPlane {
             errors.len()
         );
         self.served.record(ControlEvent::Reload(false));
+        self.served
+            .config_event(self.served.generation(), cause.as_str(), Some(summary(errors)));
         inner.in_sync = false;
         self.set_status(inner, |s| s.rejected(cause, hash, errors));
     }
@@ -387,6 +393,7 @@ impl ControlPlane {
         self.set_status(&inner, |s| s.loaded(Cause::Admin));
         self.write_cache();
         tracing::info!(generation, at = %edited.path, persisted = self.path.is_some(), "admin change applied");
+        self.served.config_event(generation, Cause::Admin.as_str(), None);
         Ok(Written {
             edited,
             generation,
@@ -403,10 +410,16 @@ impl ControlPlane {
         edit: impl FnOnce(&mut RawConfig) -> Result<Edited, EditError> + Send + 'static,
     ) -> Result<Written, WriteError> {
         let this = self.clone();
-        match tokio::task::spawn_blocking(move || this.write(relative, over_invalid_source, edit)).await {
+        let written = match tokio::task::spawn_blocking(move || this.write(relative, over_invalid_source, edit)).await {
             Ok(r) => r,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        if let Err(WriteError::Invalid(errors) | WriteError::SourceInvalid(errors)) = &written {
+            let generation = self.served.generation();
+            self.served
+                .config_event(generation, Cause::Admin.as_str(), Some(summary(errors)));
         }
+        written
     }
 
     /// [`ControlPlane::reload`] on the blocking pool, for async callers.
@@ -417,6 +430,11 @@ impl ControlPlane {
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
+}
+
+/// The errors of a refused change, in one line for the event journal.
+fn summary(errors: &[ConfigError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// A change must not take away the group this gateway serves: a file that

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::config::model::{Checks, Node};
+use crate::config::model::{Checks, Node, PassiveKind};
 use crate::outcome::{EndpointKey, Outcome};
 
 /// Where an observation came from.
@@ -178,9 +178,17 @@ impl BuiltinEvaluator {
             };
         }
         if let Some(p) = &checks.passive {
-            e.passive = StatusLists {
-                healthy: StatusSet::new(&p.healthy_statuses),
-                unhealthy: StatusSet::new(&p.unhealthy_statuses),
+            e.passive = if p.kind == PassiveKind::Tcp {
+                let every: Vec<u16> = (100..=599).collect();
+                StatusLists {
+                    healthy: StatusSet::new(&every),
+                    unhealthy: StatusSet::default(),
+                }
+            } else {
+                StatusLists {
+                    healthy: StatusSet::new(&p.healthy_statuses),
+                    unhealthy: StatusSet::new(&p.unhealthy_statuses),
+                }
             };
         }
         e
@@ -206,6 +214,30 @@ mod tests {
     use crate::config::model::PassiveCheck;
 
     #[test]
+    fn tcp_passive_checks_judge_connections_only() {
+        let passive = PassiveCheck {
+            kind: PassiveKind::Tcp,
+            healthy_statuses: vec![200],
+            healthy_successes: 1,
+            unhealthy_statuses: vec![500],
+            unhealthy_http_failures: 1,
+            unhealthy_tcp_failures: 1,
+            unhealthy_timeouts: 1,
+            base_ejection_time: Duration::from_secs(1),
+            max_ejection_time: Duration::from_secs(2),
+        };
+        let e = BuiltinEvaluator::new(&Checks {
+            active: None,
+            passive: Some(passive),
+        });
+        assert_eq!(e.passive.verdict(Observed::Status(500)), Verdict::Success);
+        assert_eq!(
+            e.passive.verdict(Observed::ConnectFailure),
+            Verdict::Failure(FailureKind::Tcp)
+        );
+    }
+
+    #[test]
     fn status_set_membership() {
         let s = StatusSet::new(&[200, 302, 599, 100]);
         assert!(s.contains(200) && s.contains(302) && s.contains(599) && s.contains(100));
@@ -215,6 +247,7 @@ mod tests {
     #[test]
     fn builtin_classifies_by_source_lists() {
         let passive = PassiveCheck {
+            kind: PassiveKind::Http,
             healthy_statuses: vec![200],
             healthy_successes: 1,
             unhealthy_statuses: vec![500],

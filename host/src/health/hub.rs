@@ -56,6 +56,8 @@ pub struct HealthHub {
     registered: AtomicBool,
     /// Services whose gauges were written, to drop series of services that left.
     gauged: Mutex<HashSet<String>>,
+    /// The operator-visible journal that transitions are recorded in.
+    pub events: std::sync::Arc<crate::events::Events>,
 }
 
 /// Handles resolved for one service, so the request path only bumps atomics.
@@ -80,6 +82,14 @@ impl ServiceHealthMetrics {
 }
 
 impl HealthHub {
+    /// A hub recording transitions in `events`.
+    pub fn with_events(events: std::sync::Arc<crate::events::Events>) -> Self {
+        HealthHub {
+            events,
+            ..Default::default()
+        }
+    }
+
     /// Registers the families with the process metrics (once; later calls do nothing).
     pub fn register(&self, metrics: &Metrics) {
         if self.registered.swap(true, Ordering::AcqRel) {

@@ -126,11 +126,14 @@ impl UpstreamHealth {
         latency: Duration,
         retry_after: Option<Duration>,
     ) {
+        let Some(ep) = endpoints.get(idx) else { return };
+        if !matches!(outcome, Outcome::Status(s) if s < 500) {
+            ep.state.note_error();
+        }
         let policy = self.policy();
         if policy.checks.passive.is_none() && policy.breaker.is_empty() {
             return; // nothing watches real traffic: skip the clock read
         }
-        let Some(ep) = endpoints.get(idx) else { return };
         let obs = Observation {
             source: Source::Passive,
             observed: outcome.into(),
@@ -194,6 +197,13 @@ impl UpstreamHealth {
     pub fn publish(&self, ep: &Endpoint, idx: usize, transitions: &Transitions) {
         for t in transitions.iter() {
             self.metrics.transitions[t.cause.index()].inc();
+            self.hub.events.health(
+                &ep.key.service,
+                &ep.key.authority,
+                t.from.as_str(),
+                t.to.as_str(),
+                t.cause.as_str(),
+            );
             if t.to == NodeState::Healthy {
                 ep.state.mark_joined();
             }

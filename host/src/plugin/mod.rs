@@ -107,6 +107,8 @@ pub struct PluginSettings {
     pub rescan: Duration,
     /// Stops the plugins watcher when cancelled (a child of the gateway's shutdown tree).
     pub cancel: CancellationToken,
+    /// The operator-visible journal that loads and faults are recorded in.
+    pub events: Arc<crate::events::Events>,
 }
 
 impl PluginSettings {
@@ -118,6 +120,7 @@ impl PluginSettings {
             limits: PluginLimits::default(),
             rescan: Duration::from_secs(5),
             cancel: CancellationToken::new(),
+            events: Arc::default(),
         }
     }
 }
@@ -171,6 +174,7 @@ impl PluginRuntime {
             engine,
             limits: settings.limits.clone(),
             counters: Arc::new(HostCounters::new()),
+            events: settings.events.clone(),
         });
         let registry = Arc::new(Registry::new(host, settings.dir.clone(), settings.cache_dir.clone()));
         registry.sync_dir();

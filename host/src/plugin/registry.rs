@@ -27,6 +27,8 @@ pub struct Host {
     pub limits: PluginLimits,
     /// The counters behind `host.counter-add`.
     pub counters: Arc<HostCounters>,
+    /// The operator-visible journal (loads, rejections, removals, disablings).
+    pub events: Arc<crate::events::Events>,
 }
 
 impl std::fmt::Debug for Host {
@@ -260,6 +262,9 @@ impl PluginUse {
                 limits.fault_window
             );
             tracing::error!(plugin = %self.slot.name, sha256 = %generation.sha256, "plugin {message}");
+            self.host
+                .events
+                .plugin(&self.slot.name, "disabled", Some(message.clone()));
             self.slot.set_error(message);
         }
     }
@@ -501,6 +506,7 @@ impl Registry {
             "plugin loaded"
         );
         lock(&slot.status).rejected = None;
+        self.host.events.plugin(name, "loaded", None);
         slot.loads.fetch_add(1, Ordering::Relaxed);
         let generation = Arc::new(generation);
         slot.swap(Some(generation.clone()));
@@ -530,6 +536,9 @@ impl Registry {
             rejection.message
         );
         slot.rejects.fetch_add(1, Ordering::Relaxed);
+        self.host
+            .events
+            .plugin(&slot.name, "rejected", Some(rejection.message.clone()));
         slot.set_error(format!(
             "rejected ({}): {}",
             rejection.reason.as_str(),
@@ -548,6 +557,7 @@ impl Registry {
         if had {
             slot.swap(None);
             tracing::info!(plugin = %slot.name, "plugin file removed; the built-in policy serves");
+            self.host.events.plugin(&slot.name, "removed", None);
         }
     }
 }

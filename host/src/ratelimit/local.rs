@@ -139,6 +139,26 @@ impl LocalRule {
         self.table.get(key, |s| self.algo.refund(s, now_ns));
     }
 
+    /// The `top` keys with the least left at `now_ns`, as (key, used, limit): each
+    /// key's next decision is computed on a copy of its state, so nothing changes.
+    pub fn busiest(&self, now_ns: u64, top: usize) -> (usize, Vec<(String, u64, u64)>) {
+        let limit = self.algo.limit();
+        let mut keys = Vec::new();
+        self.table.scan(|key, state| {
+            let mut copy = *state;
+            let used = match self.algo.acquire(&mut copy, now_ns) {
+                RuleStep::Admit { remaining, .. } => limit.saturating_sub(remaining + 1),
+                _ => limit,
+            };
+            keys.push((key.to_string(), used, limit));
+            true
+        });
+        let total = keys.len();
+        keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        keys.truncate(top);
+        (total, keys)
+    }
+
     /// Drops keys whose state has fully recovered; returns how many live keys
     /// were evicted for room since the table was made.
     pub fn sweep(&self, now_ns: u64) -> u64 {
@@ -165,6 +185,23 @@ mod tests {
         assert_eq!(rule.table.len(), 2, "a is not full yet");
         rule.sweep(t + 3 * S);
         assert!(rule.table.is_empty());
+    }
+
+    #[test]
+    fn busiest_keys_are_read_without_counting() {
+        let rule = LocalRule::new(&LimitAlgorithm::SlidingWindow {
+            count: 10,
+            window: Duration::from_secs(60),
+        });
+        let t = 10 * S;
+        for _ in 0..3 {
+            rule.acquire("a", t);
+        }
+        rule.acquire("b", t);
+        let (keys, top) = rule.busiest(t, 1);
+        assert_eq!(keys, 2);
+        assert_eq!(top, vec![("a".to_string(), 3, 10)]);
+        assert_eq!(rule.busiest(t, 5).1[0].1, 3, "reading did not count a request");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 pub use builtin::{BuiltinLimiter, QUOTA_RULE};
 pub use counters::SharedCounters;
 pub use metrics::LimitMetrics;
-pub use registry::LimitRegistry;
+pub use registry::{LimitRegistry, RuleUsage};
 
 pub use crate::config::model::MAX_RULES;
 

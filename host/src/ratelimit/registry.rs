@@ -31,6 +31,19 @@ use crate::metrics::Metrics;
 const TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// What [`LimitRegistry::usage`] reports of one rule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleUsage {
+    /// Rule name.
+    pub name: String,
+    /// Counted in Redis (no per-key view here).
+    pub shared: bool,
+    /// Keys tracked in this process.
+    pub keys: usize,
+    /// The busiest keys: (key, used, limit).
+    pub busiest: Vec<(String, u64, u64)>,
+}
+
 /// Limiter state shared by every snapshot of a gateway.
 #[derive(Debug)]
 pub struct LimitRegistry {
@@ -150,6 +163,42 @@ impl LimitRegistry {
             self.clock.clone(),
             self.counters.clone(),
         ))
+    }
+
+    /// The counting state of `service`'s rules, by rule name: for a local rule the
+    /// number of keys tracked and the `top` busiest as (key, used, limit); for a
+    /// shared (Redis) rule `None`, as its counts live in Redis.
+    pub fn usage(&self, service: &str, top: usize) -> Vec<RuleUsage> {
+        let now = self.clock.now().mono_ns;
+        let prefix = format!("{service}\x1f");
+        let inner = self.lock();
+        let mut out: Vec<RuleUsage> = inner
+            .rules
+            .iter()
+            .filter_map(|(id, counting)| {
+                let rest = id.strip_prefix(&prefix)?;
+                let name = rest.split('\x1f').next().unwrap_or_default().to_string();
+                Some(match counting {
+                    Counting::Local(r) => {
+                        let (keys, busiest) = r.busiest(now, top);
+                        RuleUsage {
+                            name,
+                            shared: false,
+                            keys,
+                            busiest,
+                        }
+                    }
+                    Counting::Shared(_) => RuleUsage {
+                        name,
+                        shared: true,
+                        keys: 0,
+                        busiest: Vec::new(),
+                    },
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// Drops state that no limiter uses any more.

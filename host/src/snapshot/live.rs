@@ -44,6 +44,14 @@ impl LiveRegistry {
         Self::default()
     }
 
+    /// An empty registry whose health hub records transitions in `events`.
+    pub fn with_events(events: Arc<crate::events::Events>) -> Self {
+        LiveRegistry {
+            health: Arc::new(HealthHub::with_events(events)),
+            ..Self::default()
+        }
+    }
+
     /// The states for `keys` of one service: existing ones are reused, new ones are
     /// seeded with the mean latency estimate of the existing ones (so a new node is
     /// neither flooded nor starved by latency-aware balancers).

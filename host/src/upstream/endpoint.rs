@@ -31,6 +31,8 @@ pub struct EndpointState {
     joined_ms: AtomicU32,
     /// Requests sent to this endpoint, ever.
     requests: AtomicU64,
+    /// Tries that ended in a 5xx or no answer, ever.
+    errors: AtomicU64,
     /// Idle keep-alive connections to this endpoint.
     pub pool: ConnPool<TryBody>,
 }
@@ -44,6 +46,7 @@ impl EndpointState {
             rr_current: AtomicI64::new(0),
             joined_ms: AtomicU32::new(now_ms()),
             requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
             pool: ConnPool::default(),
         }
     }
@@ -56,6 +59,16 @@ impl EndpointState {
     /// Requests ever sent here.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Tries that ended in a 5xx or no answer, ever.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts one failed try (5xx, connect failure, timeout, reset).
+    pub fn note_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Marks one request as started; the guard ends it when dropped.

@@ -123,6 +123,18 @@ pub enum ProbeKind {
     Tcp,
 }
 
+/// `checks.passive.type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PassiveKind {
+    /// Statuses, connection failures and timeouts count (the default).
+    #[default]
+    Http,
+    /// As `http`, for nodes reached over TLS.
+    Https,
+    /// Only connection failures and timeouts count; every status is a success.
+    Tcp,
+}
+
 /// Active health check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveCheck {
@@ -163,6 +175,9 @@ pub struct ActiveCheck {
 /// Passive health check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PassiveCheck {
+    /// What real traffic is judged on: `http`/`https` statuses and connection
+    /// failures, or only connection failures and timeouts (`tcp`).
+    pub kind: PassiveKind,
     /// Success statuses.
     pub healthy_statuses: Vec<u16>,
     /// Successes that clear failure counters.

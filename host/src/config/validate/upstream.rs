@@ -380,7 +380,20 @@ impl Validator {
             let mut healthy_statuses: Vec<u16> = (200..=208).collect();
             healthy_statuses.push(226);
             healthy_statuses.extend(300..=308);
+            let kind = match p.kind.as_deref().unwrap_or("http") {
+                "http" => PassiveKind::Http,
+                "https" => PassiveKind::Https,
+                "tcp" => PassiveKind::Tcp,
+                other => {
+                    self.error(
+                        format!("{pp}.type"),
+                        format!("unknown passive check type {other:?}; expected one of http, https, tcp"),
+                    );
+                    PassiveKind::Http
+                }
+            };
             PassiveCheck {
+                kind,
                 healthy_statuses: self.statuses(
                     &h.http_statuses,
                     &healthy_statuses,
