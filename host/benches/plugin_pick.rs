@@ -45,6 +45,7 @@ fn plugin_balancer() -> (Registry, PluginBalancer) {
         engine: PluginEngine::shared().expect("plugin engine"),
         limits: PluginLimits::default(),
         counters: Arc::new(HostCounters::new()),
+        placement: Default::default(),
     });
     let dir = std::env::temp_dir();
     let registry = Registry::new(host, dir, None);

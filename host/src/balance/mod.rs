@@ -60,6 +60,9 @@ pub trait Balancer: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Chooses one endpoint.
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize>;
+    /// The outcome of one try to endpoint `idx` (whoever picked it). The built-ins keep
+    /// their state in the endpoints and ignore it; plugins may learn from it.
+    fn observe(&self, _idx: usize, _outcome: crate::outcome::Outcome, _latency: std::time::Duration) {}
 }
 
 /// Builds the built-in balancer for an upstream.

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
@@ -21,11 +21,15 @@ use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
 use super::stats::FaultKind;
 use crate::balance::{Balancer, Candidate, PickContext};
+use crate::health::EndpointHealth;
+use crate::outcome::Outcome;
 
 /// A balancer plugin with the built-in balancer as its fallback.
 pub struct PluginBalancer {
     use_: Arc<PluginUse>,
     builtin: Arc<dyn Balancer>,
+    /// The endpoints' health cells, for 0.2's `host.stats` (empty: all healthy).
+    health: Vec<Arc<EndpointHealth>>,
 }
 
 impl std::fmt::Debug for PluginBalancer {
@@ -54,7 +58,17 @@ thread_local! {
 impl PluginBalancer {
     /// Wraps `builtin` with the plugin of `use_`.
     pub fn new(use_: Arc<PluginUse>, builtin: Arc<dyn Balancer>) -> Self {
-        Self { use_, builtin }
+        Self {
+            use_,
+            builtin,
+            health: Vec::new(),
+        }
+    }
+
+    /// With the endpoints' health cells (indexed like the snapshot's endpoints).
+    pub fn with_health(mut self, health: Vec<Arc<EndpointHealth>>) -> Self {
+        self.health = health;
+        self
     }
 
     /// The plugin's pick: `Some` only for a valid answer.
@@ -62,8 +76,12 @@ impl PluginBalancer {
         let use_ = &self.use_;
         call_plugin(
             use_,
-            |pres| pres.balancer.as_ref(),
-            |generation, pre| {
+            |pres| (pres.balancer.is_some() || pres.balancer2.is_some()).then_some(pres),
+            |generation, pres| {
+                let Some(pre) = pres.balancer.as_ref() else {
+                    let pre = pres.balancer2.as_ref().expect("a balancer world");
+                    return super::v2::pick_warm(use_, generation, pre, ctx, &self.health);
+                };
                 let make = || instantiate(&use_.host, pre, use_.owner(generation), &use_.config);
                 on_warm(&WARM, use_, generation, make, |inst| {
                     pick(&use_.host, generation, inst, ctx)
@@ -81,6 +99,19 @@ impl Balancer for PluginBalancer {
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
         self.plugin_pick(ctx).or_else(|| self.builtin.pick(ctx))
+    }
+
+    /// Hands the try to a 0.2 plugin that asked to `observe` (and to the built-in).
+    fn observe(&self, idx: usize, outcome: Outcome, latency: Duration) {
+        self.builtin.observe(idx, outcome, latency);
+        let guard = self.use_.slot.current();
+        let Some(generation) = guard.as_ref() else { return };
+        if generation.pres.balancer2.is_none() || generation.is_disabled() {
+            return;
+        }
+        if let Err(fault) = super::v2::observe_warm(&self.use_, generation, idx, outcome, latency) {
+            self.use_.fault(generation, fault);
+        }
     }
 }
 
@@ -153,6 +184,11 @@ fn pick(
     let started = Instant::now();
     let choice = guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &inst.request))?;
     generation.stats.call(started.elapsed());
+    checked_choice(choice, ctx)
+}
+
+/// A plugin's answer checked against the contract: an offered node not yet tried.
+pub(super) fn checked_choice(choice: Option<u32>, ctx: &PickContext<'_>) -> Result<Option<usize>, Fault> {
     let Some(id) = choice else { return Ok(None) };
     let idx = id as usize;
     if !ctx.candidates.contains(idx) {
@@ -174,7 +210,10 @@ fn pick(
 /// (`keys`, `update` with three nodes, `pick`) returns in time with a valid answer.
 pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, config: &str) -> Result<(), Rejection> {
     let Some(pre) = generation.pres.balancer.as_ref() else {
-        return Err(Rejection::new(RejectReason::WrongWorld, "not a balancer"));
+        return match generation.pres.balancer2.as_ref() {
+            Some(pre) => super::v2::validate(host, pre, owner, config),
+            None => Err(Rejection::new(RejectReason::WrongWorld, "not a balancer")),
+        };
     };
     let mut inst = instantiate(host, pre, owner, config).map_err(refused)?;
     let deadline = host.limits.call_deadline;

@@ -87,8 +87,10 @@ impl Rejection {
 /// Instantiation templates for each world the component implements.
 #[derive(Clone, Default)]
 pub struct Pres {
-    /// `balancer`
+    /// `balancer` (0.1)
     pub balancer: Option<balancer::BalancerPre<St>>,
+    /// `balancer` (0.2)
+    pub balancer2: Option<super::bindings2::balancer::BalancerPre<St>>,
     /// `health-evaluator`
     pub health: Option<health_evaluator::HealthEvaluatorPre<St>>,
     /// `retry-policy`
@@ -101,7 +103,7 @@ impl Pres {
     /// The kinds present.
     pub fn kinds(&self) -> Vec<Kind> {
         let mut k = Vec::new();
-        if self.balancer.is_some() {
+        if self.balancer.is_some() || self.balancer2.is_some() {
             k.push(Kind::Balancer);
         }
         if self.health.is_some() {
@@ -166,6 +168,7 @@ pub fn load(
     })?;
     let pres = Pres {
         balancer: balancer::BalancerPre::new(pre.clone()).ok(),
+        balancer2: super::bindings2::balancer::BalancerPre::new(pre.clone()).ok(),
         health: health_evaluator::HealthEvaluatorPre::new(pre.clone()).ok(),
         retry: retry_policy::RetryPolicyPre::new(pre.clone()).ok(),
         rate_limit: rate_limiter::RateLimiterPre::new(pre).ok(),
@@ -174,7 +177,7 @@ pub fn load(
         return Err(Rejection::new(
             RejectReason::WrongWorld,
             "wrong world: the component exports none of the gatehouse:plugin@0.1 worlds \
-             (balancer, health-evaluator, retry-policy, rate-limiter)",
+             (balancer, health-evaluator, retry-policy, rate-limiter) nor the @0.2 balancer",
         ));
     }
     Ok(Artifact { pres, from_cache })

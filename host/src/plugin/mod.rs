@@ -22,6 +22,7 @@
 
 pub mod balancer;
 mod bindings;
+pub mod bindings2;
 pub mod counters;
 pub mod engine;
 pub mod health;
@@ -39,6 +40,7 @@ pub mod stats;
 #[cfg(test)]
 mod tests;
 pub mod ticker;
+pub mod v2;
 pub mod watcher;
 
 use std::path::PathBuf;
@@ -54,7 +56,7 @@ pub use stats::FaultKind;
 
 use crate::balance::Balancer;
 use crate::config::model::{GatewaySettings, PluginRef, ServiceVersion};
-use crate::health::HealthEvaluator;
+use crate::health::{EndpointHealth, HealthEvaluator};
 use crate::ratelimit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::snapshot::PolicyHooks;
@@ -107,6 +109,8 @@ pub struct PluginSettings {
     pub rescan: Duration,
     /// Stops the plugins watcher when cancelled (a child of the gateway's shutdown tree).
     pub cancel: CancellationToken,
+    /// The gateway's zone and region, for 0.2 balancers.
+    pub placement: v2::Placement,
 }
 
 impl PluginSettings {
@@ -118,6 +122,10 @@ impl PluginSettings {
             limits: PluginLimits::default(),
             rescan: Duration::from_secs(5),
             cancel: CancellationToken::new(),
+            placement: v2::Placement {
+                zone: gw.zone.clone(),
+                region: gw.region.clone(),
+            },
         }
     }
 }
@@ -171,6 +179,7 @@ impl PluginRuntime {
             engine,
             limits: settings.limits.clone(),
             counters: Arc::new(HostCounters::new()),
+            placement: settings.placement.clone(),
         });
         let registry = Arc::new(Registry::new(host, settings.dir.clone(), settings.cache_dir.clone()));
         registry.sync_dir();
@@ -210,13 +219,22 @@ impl PluginRuntime {
 
 impl PolicyHooks for PluginRuntime {
     fn balancer(&self, version: &ServiceVersion, builtin: Arc<dyn Balancer>) -> Arc<dyn Balancer> {
+        self.balancer_with_health(version, builtin, &[])
+    }
+
+    fn balancer_with_health(
+        &self,
+        version: &ServiceVersion,
+        builtin: Arc<dyn Balancer>,
+        health: &[Arc<EndpointHealth>],
+    ) -> Arc<dyn Balancer> {
         let Some(r) = &version.plugins.balancer else {
             return builtin;
         };
-        Arc::new(balancer::PluginBalancer::new(
-            self.register(r, Kind::Balancer, version),
-            builtin,
-        ))
+        Arc::new(
+            balancer::PluginBalancer::new(self.register(r, Kind::Balancer, version), builtin)
+                .with_health(health.to_vec()),
+        )
     }
 
     fn retry(&self, version: &ServiceVersion, builtin: Arc<dyn RetryPolicy>) -> Arc<dyn RetryPolicy> {

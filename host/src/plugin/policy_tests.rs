@@ -365,6 +365,7 @@ fn plugin_counters_are_the_gateways_and_separate_per_service() {
             limits: limits(),
             rescan: Duration::from_secs(3600),
             cancel: Default::default(),
+            placement: Default::default(),
         },
     )
     .unwrap();

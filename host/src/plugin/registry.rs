@@ -27,6 +27,8 @@ pub struct Host {
     pub limits: PluginLimits,
     /// The counters behind `host.counter-add`.
     pub counters: Arc<HostCounters>,
+    /// The gateway's zone and region, for 0.2 balancers.
+    pub placement: super::v2::Placement,
 }
 
 impl std::fmt::Debug for Host {

@@ -42,6 +42,7 @@ fn registry_in(dir: &Path, cache: Option<PathBuf>) -> Arc<Registry> {
         engine: PluginEngine::shared().expect("plugin engine"),
         limits: limits(),
         counters: Arc::new(HostCounters::new()),
+        placement: Default::default(),
     });
     Arc::new(Registry::new(host, dir.to_path_buf(), cache))
 }
@@ -101,6 +102,7 @@ fn the_engine_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
         engine,
         limits: limits(),
         counters: Arc::new(HostCounters::new()),
+        placement: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let reg = Registry::new(host, dir.path().to_path_buf(), None);
@@ -227,6 +229,7 @@ fn the_ticker_sleeps_while_idle_and_still_interrupts_a_spin_after_waking() {
         engine: engine.clone(),
         limits: limits(),
         counters: Arc::new(HostCounters::new()),
+        placement: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let reg = Arc::new(Registry::new(host, dir.path().to_path_buf(), None));
@@ -542,6 +545,7 @@ fn the_watcher_finds_a_directory_created_later_and_follows_it() {
             limits: limits(),
             rescan: Duration::from_millis(100),
             cancel: Default::default(),
+            placement: Default::default(),
         },
     )
     .unwrap();

@@ -436,6 +436,7 @@ fn has_open_candidate(tiers: &Tiers, excluded: &NodeSet) -> bool {
 /// and the metrics.
 fn record(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration, retry_after: Option<Duration>) {
     up.health.observe(&up.endpoints, idx, outcome, latency, retry_after);
+    up.balancer.observe(idx, outcome, latency);
     let ep = &up.endpoints[idx];
     // Failures that come back fast must not look attractive to latency-aware balancers.
     let sample = match outcome {
