@@ -14,10 +14,10 @@ use crate::upstream::Endpoint;
 /// cell (state, passive counts; `None`: reported healthy with no counts).
 pub type NodeSource = (Arc<Endpoint>, Option<Arc<EndpointHealth>>);
 
-/// The 0.2 `balancer` world.
+/// The 0.2 `balancer-v2` world.
 pub mod balancer {
     wasmtime::component::bindgen!({
-        world: "balancer",
+        world: "balancer-v2",
         path: "../wit/v0.2",
         additional_derives: [PartialEq],
     });

@@ -134,7 +134,7 @@ impl PluginEngine {
         deny_blocking_wasi(&mut linker).map_err(EngineError::Link)?;
         bindings::balancer::Balancer::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
             .map_err(EngineError::Link)?;
-        super::bindings2::balancer::Balancer::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
+        super::bindings2::balancer::BalancerV2::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
             .map_err(EngineError::Link)?;
         let compat = compatibility(&engine);
         let ticker = Ticker::start(&engine, cancel).map_err(EngineError::Ticker)?;

@@ -90,7 +90,7 @@ pub struct Pres {
     /// `balancer` (0.1)
     pub balancer: Option<balancer::BalancerPre<St>>,
     /// `balancer` (0.2)
-    pub balancer2: Option<super::bindings2::balancer::BalancerPre<St>>,
+    pub balancer2: Option<super::bindings2::balancer::BalancerV2Pre<St>>,
     /// `health-evaluator`
     pub health: Option<health_evaluator::HealthEvaluatorPre<St>>,
     /// `retry-policy`
@@ -168,7 +168,7 @@ pub fn load(
     })?;
     let pres = Pres {
         balancer: balancer::BalancerPre::new(pre.clone()).ok(),
-        balancer2: super::bindings2::balancer::BalancerPre::new(pre.clone()).ok(),
+        balancer2: super::bindings2::balancer::BalancerV2Pre::new(pre.clone()).ok(),
         health: health_evaluator::HealthEvaluatorPre::new(pre.clone()).ok(),
         retry: retry_policy::RetryPolicyPre::new(pre.clone()).ok(),
         rate_limit: rate_limiter::RateLimiterPre::new(pre).ok(),

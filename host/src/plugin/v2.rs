@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use super::bindings2::balancer::{Balancer as World, BalancerPre};
+use super::bindings2::balancer::{BalancerV2 as World, BalancerV2Pre as BalancerPre};
 use super::bindings2::types::{
     Node, Outcome as WitOutcome, PickRequest, Placement as WitPlacement, RequestAttribute, TryReport,
 };
@@ -354,4 +354,72 @@ fn smoke_value(attr: &AttrSource) -> Option<String> {
         AttrSource::Head(KeySource::Path) => "/smoke".into(),
         AttrSource::Head(_) => "smoke".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::testing::endpoints;
+
+    #[test]
+    fn attributes_are_delivered_by_value_and_absent_ones_as_none() {
+        let parts = http::Request::builder()
+            .uri("/api/v1/orders?plan=gold&x")
+            .header("X-Tier", "Gold")
+            .header("cookie", "a=1; session=s3")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let remote: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let attrs = compile_attributes(vec![
+            RequestAttribute::Method,
+            RequestAttribute::Path,
+            RequestAttribute::Query("plan".into()),
+            RequestAttribute::Query("x".into()),
+            RequestAttribute::Query("nope".into()),
+            RequestAttribute::Header("x-tier".into()),
+            RequestAttribute::Header("x-missing".into()),
+            RequestAttribute::Cookie("session".into()),
+            RequestAttribute::ClientAddress,
+        ])
+        .unwrap();
+        let input = KeyInput::from_parts(&parts, remote);
+        let got: Vec<Option<String>> = attrs.iter().map(|a| attribute(a, &input)).collect();
+        let want = [
+            Some("GET"),
+            Some("/api/v1/orders"),
+            Some("gold"),
+            Some(""),
+            None,
+            Some("Gold"),
+            None,
+            Some("s3"),
+            Some("127.0.0.1:5555"),
+        ];
+        assert_eq!(got, want.map(|v| v.map(str::to_string)));
+        assert!(compile_attributes(vec![RequestAttribute::Header("bad header".into())]).is_err());
+        assert!(compile_attributes(vec![RequestAttribute::Path; MAX_KEYS + 1]).is_err());
+    }
+
+    #[test]
+    fn a_node_has_the_identity_health_evaluators_see() {
+        let eps = endpoints(&[4, 2]);
+        let c = Candidate { idx: 1, weight: 1 };
+        let n = node(&c, &eps[1]);
+        assert_eq!(n.address, "127.0.0.1:9001");
+        assert_eq!(n.key, keys::hash(b"127.0.0.1:9001"));
+        let info = crate::health::NodeInfo {
+            key: &eps[1].key,
+            node: &eps[1].node,
+        };
+        let obs = crate::health::Observation {
+            source: crate::health::Source::Passive,
+            observed: crate::health::Observed::Status(200),
+            latency: Duration::from_millis(1),
+            retry_after: None,
+        };
+        assert_eq!(super::super::health::observation(&info, &obs).node, n.key);
+        assert_eq!((n.weight, n.configured_weight, n.slow_start), (1, 2, 0.5));
+    }
 }
