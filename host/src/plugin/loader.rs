@@ -118,6 +118,22 @@ impl Pres {
         k
     }
 
+    /// The worlds present with their versions (`balancer@0.1.0`, `balancer-v2@0.2.0`).
+    pub fn worlds(&self) -> Vec<String> {
+        let present = [
+            (self.balancer.is_some(), "balancer@0.1.0"),
+            (self.balancer2.is_some(), "balancer-v2@0.2.0"),
+            (self.health.is_some(), "health-evaluator@0.1.0"),
+            (self.retry.is_some(), "retry-policy@0.1.0"),
+            (self.rate_limit.is_some(), "rate-limiter@0.1.0"),
+        ];
+        present
+            .into_iter()
+            .filter(|(p, _)| *p)
+            .map(|(_, w)| w.to_string())
+            .collect()
+    }
+
     /// Whether the component implements `kind`.
     pub fn has(&self, kind: Kind) -> bool {
         self.kinds().contains(&kind)
@@ -151,7 +167,7 @@ pub fn load(
             let component = Component::new(engine.engine(), bytes).map_err(|e| {
                 Rejection::new(
                     RejectReason::Invalid,
-                    format!("not a valid WebAssembly component: {}", first_line(&e)),
+                    format!("not a valid WebAssembly component: {}", one_line(&e)),
                 )
             })?;
             if let Some(path) = &cached {
@@ -174,17 +190,33 @@ pub fn load(
         rate_limit: rate_limiter::RateLimiterPre::new(pre).ok(),
     };
     if pres.kinds().is_empty() {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine.engine())
+            .map(|(name, _)| name.to_string())
+            .collect();
         return Err(Rejection::new(
             RejectReason::WrongWorld,
-            "wrong world: the component exports none of the gatehouse:plugin@0.1 worlds \
-             (balancer, health-evaluator, retry-policy, rate-limiter) nor the @0.2 balancer",
+            format!(
+                "wrong world: the component exports {}; this gateway runs gatehouse:plugin@0.1.0 \
+                 (balancer, health-evaluator, retry-policy, rate-limiter) and @0.2.0 (balancer-v2)",
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            ),
         ));
     }
     Ok(Artifact { pres, from_cache })
 }
 
-fn first_line(e: &wasmtime::Error) -> String {
-    format!("{e:#}").lines().next().unwrap_or_default().to_string()
+/// The whole error chain on one line (a parse error's detail spans lines: cutting at
+/// the first one left messages ending in "expected=[").
+fn one_line(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    let one: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    one.join(" ").chars().take(600).collect()
 }
 
 /// Loads a compiled artifact this gateway wrote earlier, if it is there and still loadable.

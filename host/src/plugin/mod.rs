@@ -23,6 +23,7 @@
 pub mod balancer;
 mod bindings;
 pub mod bindings2;
+pub mod check;
 pub mod counters;
 pub mod engine;
 pub mod health;

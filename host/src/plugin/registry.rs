@@ -358,13 +358,12 @@ impl Registry {
             return r.clone();
         }
         let result = if !generation.pres.has(kind) {
-            let kinds: Vec<&str> = generation.kinds().iter().map(|k| k.as_str()).collect();
             Err(Rejection::new(
                 RejectReason::WrongWorld,
                 format!(
                     "wrong world: configured as a {} but the plugin implements {}",
                     kind.as_str(),
-                    kinds.join(", ")
+                    generation.pres.worlds().join(", ")
                 ),
             ))
         } else {
@@ -450,6 +449,44 @@ impl Registry {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// As [`load`](Self::load), and says whether the file now serves: the rejection
+    /// (reason and message, whole) when it was refused.
+    pub fn load_checked(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.load(name, bytes);
+        let slot = self.slot(name);
+        if let Some(r) = slot.rejected() {
+            return Err(format!(
+                "refused ({}): {}",
+                r.rejection.reason.as_str(),
+                r.rejection.message
+            ));
+        }
+        if slot.current().is_none() {
+            return Err(slot.last_error().map_or_else(|| "not loaded".to_string(), |e| e.1));
+        }
+        Ok(())
+    }
+
+    /// Checks one use of the serving generation of `name` as the gateway does when a
+    /// config names it: the right world, `init` accepts `config`, the smoke calls pass.
+    pub fn verify(&self, name: &str, kind: Kind, config: &str) -> Result<(), String> {
+        let slot = self.slot(name);
+        let guard = slot.current();
+        let Some(generation) = guard.as_ref() else {
+            return Err(format!("plugin {name:?} is not loaded"));
+        };
+        self.check(generation, kind, config).map_err(|r| r.message)
+    }
+
+    /// The worlds the serving generation of `name` implements, with versions.
+    pub fn worlds(&self, name: &str) -> Vec<String> {
+        self.slot(name)
+            .current()
+            .as_ref()
+            .map(|g| g.pres.worlds())
+            .unwrap_or_default()
     }
 
     /// Loads `bytes` as the new version of plugin `name`: compile (or cache), world
