@@ -15,7 +15,7 @@ use wasmtime::Store;
 use super::bindings::balancer::{Balancer as World, BalancerPre};
 use super::bindings::types::{Node, PickRequest};
 use super::engine::{Owner, St};
-use super::instance::{Fault, WarmMap, call_plugin, guarded, on_warm, refused, smoke_failed, start_keyed};
+use super::instance::{Asked, Fault, WarmMap, ask_plugin, guarded, on_warm, refused, smoke_failed, start_keyed};
 use super::keys::{self, KeySource};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
@@ -71,10 +71,10 @@ impl PluginBalancer {
         self
     }
 
-    /// The plugin's pick: `Some` only for a valid answer.
-    fn plugin_pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
+    /// The plugin's pick, or why there is none.
+    fn plugin_pick(&self, ctx: &PickContext<'_>) -> Asked<usize> {
         let use_ = &self.use_;
-        call_plugin(
+        ask_plugin(
             use_,
             |pres| (pres.balancer.is_some() || pres.balancer2.is_some()).then_some(pres),
             |generation, pres| {
@@ -98,7 +98,18 @@ impl Balancer for PluginBalancer {
     }
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        self.plugin_pick(ctx).or_else(|| self.builtin.pick(ctx))
+        self.pick_explained(ctx).0
+    }
+
+    fn pick_explained(&self, ctx: &PickContext<'_>) -> (Option<usize>, Option<&'static str>) {
+        match self.plugin_pick(ctx) {
+            Asked::Answer(idx) => (Some(idx), None),
+            other => (self.builtin.pick(ctx), other.why_builtin()),
+        }
+    }
+
+    fn fallback_name(&self) -> Option<&str> {
+        Some(self.builtin.name())
     }
 
     /// Hands the try to a 0.2 plugin that asked to `observe` (and to the built-in).

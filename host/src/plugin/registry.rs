@@ -217,14 +217,19 @@ impl std::fmt::Debug for PluginUse {
 }
 
 impl PluginUse {
-    /// Whether `generation` may serve this use (not disabled, config accepted). When it
-    /// may not, the built-in policy decides and the fallback is counted.
-    pub fn usable(&self, generation: &Generation) -> bool {
-        if generation.is_disabled() || self.refused_for.load(Ordering::Relaxed) == generation.id {
+    /// Whether `generation` may serve this use: `Ok` when it may, else why not
+    /// (`disabled` after faults, counted as a fallback; `config refused`, counted as a
+    /// refusal). When it may not, the built-in policy decides.
+    pub fn usable(&self, generation: &Generation) -> Result<(), &'static str> {
+        if generation.is_disabled() {
             generation.stats.fallback();
-            return false;
+            return Err("disabled");
         }
-        true
+        if self.refused_for.load(Ordering::Relaxed) == generation.id {
+            generation.stats.refusal();
+            return Err("refused its config");
+        }
+        Ok(())
     }
 
     /// Whom the stores of this use work for, on `generation`.
@@ -557,11 +562,7 @@ impl Registry {
     }
 
     fn reject(&self, slot: &Slot, sha256: String, rejection: Rejection) {
-        let serving = if slot.current().is_some() {
-            "the previous version keeps serving"
-        } else {
-            "the built-in policy serves"
-        };
+        let serving = who_serves(slot);
         tracing::warn!(
             plugin = %slot.name,
             reason = rejection.reason.as_str(),
@@ -593,6 +594,32 @@ impl Registry {
 
 /// Plugin names are file stems made of letters, digits, '-', '_' and '.' (not leading),
 /// as the config validation requires of `plugins.*.name`.
+/// What serves a slot's uses now, in words: the previous version (if it serves and is
+/// not disabled) except for uses whose config it refused, or the built-in policy.
+fn who_serves(slot: &Slot) -> String {
+    let current = slot.current();
+    let Some(generation) = current.as_ref() else {
+        return "the built-in policy serves".into();
+    };
+    if generation.is_disabled() {
+        return "the built-in policy serves: the previous version is disabled".into();
+    }
+    let refused: Vec<String> = slot
+        .uses()
+        .iter()
+        .filter(|u| u.refused_for.load(Ordering::Relaxed) == generation.id)
+        .map(|u| u.label.clone())
+        .collect();
+    if refused.is_empty() {
+        "the previous version keeps serving".into()
+    } else {
+        format!(
+            "the previous version keeps serving, except for {} (its config was refused: the built-in policy serves)",
+            refused.join(", ")
+        )
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128

@@ -368,7 +368,7 @@ fn a_refused_config_serves_the_builtin_and_is_reported() {
     let b = balancer(&reg, "canary", r#"{"percent": 150}"#);
     assert_eq!(pick_with(&b, &[1, 1], &NodeSet::new(), &[]), Some(0));
     let s = stats(&reg, "canary");
-    assert_eq!((s.calls, s.fallbacks), (0, 1));
+    assert_eq!((s.calls, s.fallbacks, s.refusals), (0, 0, 1), "a refusal, not a fault");
     let err = reg.slot("canary").last_error().unwrap().1;
     assert!(err.contains("percent must be between 0 and 100"), "{err}");
     // Another service with a good config uses it.
@@ -571,4 +571,45 @@ fn the_watcher_finds_a_directory_created_later_and_follows_it() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn declines_faults_and_refusals_are_counted_apart_and_name_who_decided() {
+    let (reg, _dir) = registry();
+    reg.load("canary", &wasm("canary"));
+    reg.load("fault_trap", &wasm("fault_trap"));
+    let eps = endpoints(&[1, 1]);
+    let set = all(&eps);
+    let mut tried = NodeSet::new();
+    tried.insert(0);
+    tried.insert(1);
+    let explain_with = |b: &dyn crate::balance::Balancer, headers: &[(&str, &str)], excluded: &NodeSet| {
+        let parts = request(headers);
+        b.pick_explained(&PickContext {
+            endpoints: &eps,
+            candidates: &set,
+            excluded,
+            request: RequestView {
+                parts: &parts,
+                remote: remote(),
+            },
+        })
+    };
+    let explain =
+        |b: &dyn crate::balance::Balancer, headers: &[(&str, &str)]| explain_with(b, headers, &NodeSet::new());
+    // Every node already tried: the plugin has nothing to offer and declines.
+    let declining = balancer(&reg, "canary", r#"{"percent": 100}"#);
+    assert_eq!(explain_with(&declining, &[], &tried), (None, Some("declined")));
+    assert_eq!(declining.fallback_name(), Some("roundrobin"));
+    let refused = balancer(&reg, "canary", r#"{"percent": 150}"#);
+    assert_eq!(explain(&refused, &[]).1, Some("refused its config"));
+    let serving = balancer(&reg, "canary", r#"{"percent": 0}"#);
+    assert_eq!(explain(&serving, &[]).1, None, "the plugin decided");
+    let s = stats(&reg, "canary");
+    assert_eq!((s.calls, s.declines, s.refusals, s.fallbacks), (2, 1, 1, 0));
+
+    let trapping = balancer(&reg, "fault_trap", "{}");
+    assert_eq!(explain(&trapping, &[("x-fault", "1")]).1, Some("faulted"));
+    let s = stats(&reg, "fault_trap");
+    assert_eq!((s.declines, s.refusals, s.fallbacks), (0, 0, 1));
 }
