@@ -218,7 +218,8 @@ pub(super) fn checked_choice(choice: Option<u32>, ctx: &PickContext<'_>) -> Resu
 }
 
 /// Validation of a new file or config: `init` accepts `config`, then a smoke call
-/// (`keys`, `update` with three nodes, `pick`) returns in time with a valid answer.
+/// (`keys`, `update` with three nodes, `pick` with every key absent and then present)
+/// returns in time with valid answers.
 pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, config: &str) -> Result<(), Rejection> {
     let Some(pre) = generation.pres.balancer.as_ref() else {
         return match generation.pres.balancer2.as_ref() {
@@ -241,13 +242,22 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
             })
             .collect();
         guarded(&mut inst.store, deadline, "update", |s| api.call_update(s, &nodes))?;
-        let request = PickRequest {
-            request_id: 0,
-            attempt: 1,
-            excluded: Vec::new(),
-            keys: vec![0; inst.keys.len()],
-        };
-        guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &request))
+        // Once with every key absent, once with every key present: a plugin that fails
+        // only when a header is there must fail here, not under traffic.
+        let mut last = None;
+        for value in [0, keys::hash(b"smoke")] {
+            let request = PickRequest {
+                request_id: 0,
+                attempt: 1,
+                excluded: Vec::new(),
+                keys: vec![value; inst.keys.len()],
+            };
+            match guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &request))? {
+                Some(id) if id >= 3 => return Ok(Some(id)),
+                choice => last = choice,
+            }
+        }
+        Ok(last)
     };
     match smoke(&mut inst) {
         Ok(None) => Ok(()),

@@ -301,7 +301,7 @@ fn the_panic_message_reaches_the_fault_report() {
     let (reg, _dir) = registry();
     reg.load("t", &wasm("fault_trap"));
     let b = balancer(&reg, "t", "{}");
-    pick_with(&b, &[1], &NodeSet::new(), &[("x-fault", "yes")]);
+    pick_with(&b, &[1], &NodeSet::new(), &[("x-fault", "1")]);
     let err = reg.slot("t").last_error().unwrap().1;
     assert!(err.contains("fault_trap was asked to fail"), "{err}");
 }
@@ -612,4 +612,20 @@ fn declines_faults_and_refusals_are_counted_apart_and_name_who_decided() {
     assert_eq!(explain(&trapping, &[("x-fault", "1")]).1, Some("faulted"));
     let s = stats(&reg, "fault_trap");
     assert_eq!((s.declines, s.refusals, s.fallbacks), (0, 0, 1));
+}
+
+#[test]
+fn a_plugin_that_fails_only_when_a_key_is_present_is_refused_before_it_serves() {
+    let (reg, _dir) = registry();
+    reg.load("key_panic", &wasm("key_panic"));
+    let err = reg.verify("key_panic", Kind::Balancer, "{}").unwrap_err();
+    assert!(
+        err.contains("smoke call") && err.contains("key_panic does not expect x-user"),
+        "{err}"
+    );
+    // A service using it stays on the built-in: the header never reaches the plugin.
+    let b = balancer(&reg, "key_panic", "{}");
+    assert!(pick_with(&b, &[1, 1], &NodeSet::new(), &[("x-user", "alice")]).is_some());
+    let s = stats(&reg, "key_panic");
+    assert_eq!((s.faults.iter().sum::<u64>(), s.refusals), (0, 1));
 }
