@@ -46,6 +46,7 @@ fn plugin_balancer() -> (Registry, PluginBalancer) {
         limits: PluginLimits::default(),
         counters: Arc::new(HostCounters::new()),
         events: Arc::default(),
+        placement: Default::default(),
     });
     let dir = std::env::temp_dir();
     let registry = Registry::new(host, dir, None);

@@ -41,6 +41,11 @@ enum Command {
         #[command(flatten)]
         flags: Flags,
     },
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Run six demo upstreams in three zones and a gateway in front of them.
     Demo {
         /// Proxy listen address.
@@ -49,6 +54,19 @@ enum Command {
         /// Admin listen address.
         #[arg(long, default_value = "127.0.0.1:9180")]
         admin_listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Load a plugin file as the gateway would and run `init` and the smoke calls of
+    /// every kind it implements with `--config`.
+    Check {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// The plugin's config, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
     },
 }
 
@@ -96,16 +114,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Validate { file, flags } => match config::load_file(&file, &flags.into()) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Validate { file, flags } => validate(&file, flags.into()),
+        Command::Plugin {
+            command: PluginCommand::Check { file, config },
+        } => plugin_check(&file, &config),
         Command::Run {
             config,
             flags,
@@ -120,6 +132,53 @@ fn main() -> ExitCode {
         }
         Command::Demo { listen, admin_listen } => {
             report(runtime().and_then(|rt| rt.block_on(run_demo(listen, admin_listen))))
+        }
+    }
+}
+
+/// `gatehouse validate`: the config, then every plugin it names.
+fn validate(file: &std::path::Path, overrides: Overrides) -> ExitCode {
+    let config = match config::load_file(file, &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match gatehouse::plugin::check::check_config(&config.config) {
+        Ok(problems) if problems.is_empty() => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            for p in &problems {
+                eprintln!("{}: {p}", file.display());
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: cannot check plugins: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gatehouse plugin check FILE.wasm`.
+fn plugin_check(file: &std::path::Path, config: &str) -> ExitCode {
+    match gatehouse::plugin::check::check_file(file, config) {
+        Ok(r) if r.problems.is_empty() => {
+            println!("{}: ok ({})", file.display(), r.worlds.join(", "));
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            for p in &r.problems {
+                eprintln!("{}: {p}", file.display());
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -43,6 +43,7 @@ pub mod host;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
+pub mod v2;
 
 #[doc(hidden)]
 #[path = "rt.rs"]
@@ -181,6 +182,36 @@ macro_rules! export_plugin {
                 }
             }
             $crate::__rt::wasm::bindings::balancer::__export_balancer!(__GatehousePlugin);
+        };
+    };
+    (balancer_v2: $t:ty) => {
+        $crate::__native_init!(|config| $crate::v2::BalancerRt::<$t>::new().init(config));
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::v2::wasm as __w;
+            ::std::thread_local! {
+                static __GATEHOUSE_RT: ::std::cell::RefCell<$crate::v2::BalancerRt<$t>> =
+                    const { ::std::cell::RefCell::new($crate::v2::BalancerRt::new()) };
+            }
+            struct __GatehousePlugin;
+            impl __w::balance::Guest for __GatehousePlugin {
+                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    __w::init(&__GATEHOUSE_RT, config)
+                }
+                fn wants() -> __w::balance::Interests {
+                    __w::wants(&__GATEHOUSE_RT)
+                }
+                fn update(gateway: __w::balance::Placement, nodes: ::std::vec::Vec<__w::balance::Node>) {
+                    __w::update(&__GATEHOUSE_RT, gateway, nodes)
+                }
+                fn pick(request: __w::balance::PickRequest) -> ::std::option::Option<u32> {
+                    __w::pick(&__GATEHOUSE_RT, request)
+                }
+                fn observe(report: __w::balance::TryReport) {
+                    __w::observe(&__GATEHOUSE_RT, report)
+                }
+            }
+            $crate::v2::wasm::bindings::__export_balancer_v2!(__GatehousePlugin);
         };
     };
     (health_evaluator: $t:ty) => {

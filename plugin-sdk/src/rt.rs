@@ -19,7 +19,8 @@ pub fn parse_config<C: DeserializeOwned>(config: &str) -> Result<C, String> {
     serde_json::from_str(text).map_err(|e| format!("invalid plugin config: {e}"))
 }
 
-fn not_initialised() -> ! {
+/// Stops a call that came before a successful `init`.
+pub fn not_initialised() -> ! {
     panic!("the gateway called the plugin before `init` succeeded")
 }
 
@@ -180,7 +181,7 @@ impl<T: RateLimiter> PluginRt<T> {
 
 /// Routes panic messages to the host log (a plugin has no stderr). Native builds keep the
 /// test harness's own hook.
-fn install_panic_hook() {
+pub fn install_panic_hook() {
     #[cfg(target_arch = "wasm32")]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();

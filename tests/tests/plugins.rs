@@ -2,10 +2,12 @@
 //! plugins at work, hot reload under load, and the fault fixtures contained.
 //!
 //! The `.wasm` files come from `scripts/build-plugins.sh` (run by `scripts/test.sh`).
-//! Health-evaluator and rate-limiter plugins are in [`kinds`].
+//! Health-evaluator and rate-limiter plugins are in [`kinds`]; Plugin API 0.2 in [`v2`].
 
 #[path = "plugins/kinds.rs"]
 mod kinds;
+#[path = "plugins/v2.rs"]
+mod v2;
 
 use std::collections::HashMap;
 use std::path::Path;

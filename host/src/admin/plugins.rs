@@ -53,6 +53,8 @@ pub fn slot_report(slot: &SlotView) -> Value {
         "calls": slot.calls,
         "faults": faults,
         "fallbacks": slot.fallbacks,
+        "declines": slot.declines,
+        "refusals": slot.refusals,
         "instances": slot.instances,
         "p99_us": slot.p99_us,
         "logs_dropped": serving.map(|s| s.logs_dropped),

@@ -60,6 +60,20 @@ pub trait Balancer: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Chooses one endpoint.
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize>;
+    /// As [`pick`](Self::pick), and says who decided when this balancer handed the
+    /// decision to a fallback: `Some(why)` (a plugin declined, faulted, is disabled, or
+    /// its config was refused), `None` when this balancer decided itself.
+    fn pick_explained(&self, ctx: &PickContext<'_>) -> (Option<usize>, Option<&'static str>) {
+        (self.pick(ctx), None)
+    }
+    /// The name of the balancer that decides when this one hands over (a plugin
+    /// adapter's built-in); `None` for balancers without a fallback.
+    fn fallback_name(&self) -> Option<&str> {
+        None
+    }
+    /// The outcome of one try to endpoint `idx` (whoever picked it). The built-ins keep
+    /// their state in the endpoints and ignore it; plugins may learn from it.
+    fn observe(&self, _idx: usize, _outcome: crate::outcome::Outcome, _latency: std::time::Duration) {}
 }
 
 /// Builds the built-in balancer for an upstream.

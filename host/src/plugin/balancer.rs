@@ -8,24 +8,28 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
 use super::bindings::balancer::{Balancer as World, BalancerPre};
 use super::bindings::types::{Node, PickRequest};
 use super::engine::{Owner, St};
-use super::instance::{Fault, WarmMap, call_plugin, guarded, on_warm, refused, smoke_failed, start_keyed};
+use super::instance::{Asked, Fault, WarmMap, ask_plugin, guarded, on_warm, refused, smoke_failed, start_keyed};
 use super::keys::{self, KeySource};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
 use super::stats::FaultKind;
 use crate::balance::{Balancer, Candidate, PickContext};
+use crate::health::EndpointHealth;
+use crate::outcome::Outcome;
 
 /// A balancer plugin with the built-in balancer as its fallback.
 pub struct PluginBalancer {
     use_: Arc<PluginUse>,
     builtin: Arc<dyn Balancer>,
+    /// The endpoints' health cells, for 0.2's `host.stats` (empty: all healthy).
+    health: Vec<Arc<EndpointHealth>>,
 }
 
 impl std::fmt::Debug for PluginBalancer {
@@ -54,16 +58,30 @@ thread_local! {
 impl PluginBalancer {
     /// Wraps `builtin` with the plugin of `use_`.
     pub fn new(use_: Arc<PluginUse>, builtin: Arc<dyn Balancer>) -> Self {
-        Self { use_, builtin }
+        Self {
+            use_,
+            builtin,
+            health: Vec::new(),
+        }
     }
 
-    /// The plugin's pick: `Some` only for a valid answer.
-    fn plugin_pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
+    /// With the endpoints' health cells (indexed like the snapshot's endpoints).
+    pub fn with_health(mut self, health: Vec<Arc<EndpointHealth>>) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// The plugin's pick, or why there is none.
+    fn plugin_pick(&self, ctx: &PickContext<'_>) -> Asked<usize> {
         let use_ = &self.use_;
-        call_plugin(
+        ask_plugin(
             use_,
-            |pres| pres.balancer.as_ref(),
-            |generation, pre| {
+            |pres| (pres.balancer.is_some() || pres.balancer2.is_some()).then_some(pres),
+            |generation, pres| {
+                let Some(pre) = pres.balancer.as_ref() else {
+                    let pre = pres.balancer2.as_ref().expect("a balancer world");
+                    return super::v2::pick_warm(use_, generation, pre, ctx, &self.health);
+                };
                 let make = || instantiate(&use_.host, pre, use_.owner(generation), &use_.config);
                 on_warm(&WARM, use_, generation, make, |inst| {
                     pick(&use_.host, generation, inst, ctx)
@@ -80,7 +98,31 @@ impl Balancer for PluginBalancer {
     }
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        self.plugin_pick(ctx).or_else(|| self.builtin.pick(ctx))
+        self.pick_explained(ctx).0
+    }
+
+    fn pick_explained(&self, ctx: &PickContext<'_>) -> (Option<usize>, Option<&'static str>) {
+        match self.plugin_pick(ctx) {
+            Asked::Answer(idx) => (Some(idx), None),
+            other => (self.builtin.pick(ctx), other.why_builtin()),
+        }
+    }
+
+    fn fallback_name(&self) -> Option<&str> {
+        Some(self.builtin.name())
+    }
+
+    /// Hands the try to a 0.2 plugin that asked to `observe` (and to the built-in).
+    fn observe(&self, idx: usize, outcome: Outcome, latency: Duration) {
+        self.builtin.observe(idx, outcome, latency);
+        let guard = self.use_.slot.current();
+        let Some(generation) = guard.as_ref() else { return };
+        if generation.pres.balancer2.is_none() || generation.is_disabled() {
+            return;
+        }
+        if let Err(fault) = super::v2::observe_warm(&self.use_, generation, idx, outcome, latency) {
+            self.use_.fault(generation, fault);
+        }
     }
 }
 
@@ -153,6 +195,11 @@ fn pick(
     let started = Instant::now();
     let choice = guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &inst.request))?;
     generation.stats.call(started.elapsed());
+    checked_choice(choice, ctx)
+}
+
+/// A plugin's answer checked against the contract: an offered node not yet tried.
+pub(super) fn checked_choice(choice: Option<u32>, ctx: &PickContext<'_>) -> Result<Option<usize>, Fault> {
     let Some(id) = choice else { return Ok(None) };
     let idx = id as usize;
     if !ctx.candidates.contains(idx) {
@@ -171,10 +218,14 @@ fn pick(
 }
 
 /// Validation of a new file or config: `init` accepts `config`, then a smoke call
-/// (`keys`, `update` with three nodes, `pick`) returns in time with a valid answer.
+/// (`keys`, `update` with three nodes, `pick` with every key absent and then present)
+/// returns in time with valid answers.
 pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, config: &str) -> Result<(), Rejection> {
     let Some(pre) = generation.pres.balancer.as_ref() else {
-        return Err(Rejection::new(RejectReason::WrongWorld, "not a balancer"));
+        return match generation.pres.balancer2.as_ref() {
+            Some(pre) => super::v2::validate(host, pre, owner, config),
+            None => Err(Rejection::new(RejectReason::WrongWorld, "not a balancer")),
+        };
     };
     let mut inst = instantiate(host, pre, owner, config).map_err(refused)?;
     let deadline = host.limits.call_deadline;
@@ -191,13 +242,22 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
             })
             .collect();
         guarded(&mut inst.store, deadline, "update", |s| api.call_update(s, &nodes))?;
-        let request = PickRequest {
-            request_id: 0,
-            attempt: 1,
-            excluded: Vec::new(),
-            keys: vec![0; inst.keys.len()],
-        };
-        guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &request))
+        // Once with every key absent, once with every key present: a plugin that fails
+        // only when a header is there must fail here, not under traffic.
+        let mut last = None;
+        for value in [0, keys::hash(b"smoke")] {
+            let request = PickRequest {
+                request_id: 0,
+                attempt: 1,
+                excluded: Vec::new(),
+                keys: vec![value; inst.keys.len()],
+            };
+            match guarded(&mut inst.store, deadline, "pick", |s| api.call_pick(s, &request))? {
+                Some(id) if id >= 3 => return Ok(Some(id)),
+                choice => last = choice,
+            }
+        }
+        Ok(last)
     };
     match smoke(&mut inst) {
         Ok(None) => Ok(()),

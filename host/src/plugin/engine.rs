@@ -134,6 +134,8 @@ impl PluginEngine {
         deny_blocking_wasi(&mut linker).map_err(EngineError::Link)?;
         bindings::balancer::Balancer::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
             .map_err(EngineError::Link)?;
+        super::bindings2::balancer::BalancerV2::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
+            .map_err(EngineError::Link)?;
         let compat = compatibility(&engine);
         let ticker = Ticker::start(&engine, cancel).map_err(EngineError::Ticker)?;
         Ok(Arc::new(PluginEngine {
@@ -318,6 +320,9 @@ pub struct St {
     pub last_error: Option<String>,
     /// Keeps the epoch advancing while this store runs plugin code.
     ticker: Arc<Ticker>,
+    /// A 0.2 balancer's node set of its last `update`, by node id (endpoint index), for
+    /// `host.node-stats`.
+    pub nodes: Vec<Option<super::bindings2::NodeSource>>,
 }
 
 impl St {
@@ -334,6 +339,7 @@ impl St {
             counters,
             last_error: None,
             ticker,
+            nodes: Vec::new(),
         }
     }
 

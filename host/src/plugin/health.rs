@@ -149,10 +149,14 @@ impl PluginHealth {
                 let result = guarded(&mut inst.store, use_.host.limits.call_deadline, "evaluate", |s| {
                     api.call_evaluate(s, *observation)
                 });
-                if result.is_err() {
-                    *slot = None;
-                } else {
-                    generation.stats.call(started.elapsed());
+                match &result {
+                    Err(_) => *slot = None,
+                    Ok(v) => {
+                        generation.stats.call(started.elapsed());
+                        if *v == HealthVerdict::Builtin {
+                            generation.stats.decline();
+                        }
+                    }
                 }
                 result.map(Some)
             },

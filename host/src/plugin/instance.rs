@@ -25,29 +25,81 @@ use super::loader::{Pres, RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
 use super::stats::FaultKind;
 
+/// What asking a plugin gave: its answer, or why the built-in decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked<R> {
+    /// The plugin answered.
+    Answer(R),
+    /// No plugin for the use: no file serves, or it implements another world.
+    Absent,
+    /// The plugin declined (left the decision to the built-in on purpose).
+    Declined,
+    /// The call failed (counted; may disable the generation).
+    Fault,
+    /// The generation may not serve the use (`disabled`, `refused its config`).
+    Unusable(&'static str),
+}
+
+impl<R> Asked<R> {
+    /// The answer, if there is one.
+    pub fn answer(self) -> Option<R> {
+        match self {
+            Asked::Answer(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Why the built-in decides (`None` when the plugin answered), for the debug header.
+    pub fn why_builtin(&self) -> Option<&'static str> {
+        match self {
+            Asked::Answer(_) => None,
+            Asked::Absent => Some("absent"),
+            Asked::Declined => Some("declined"),
+            Asked::Fault => Some("faulted"),
+            Asked::Unusable(why) => Some(why),
+        }
+    }
+}
+
 /// Asks the plugin of `use_`, if a generation serves it with the world `pre` selects
 /// and may serve this use (not disabled, config accepted): `call` gets the generation
-/// and its pre-instantiated world. `None` means "the built-in decides": no usable
-/// plugin, the plugin declined (`Ok(None)`), or a fault, which is counted (and may
-/// disable the generation).
+/// and its pre-instantiated world, and answers `Ok(None)` to decline. Declines, faults
+/// (which may disable the generation), fallbacks and refusals are counted apart.
+pub fn ask_plugin<P, R>(
+    use_: &PluginUse,
+    pre: impl FnOnce(&Pres) -> Option<&P>,
+    call: impl FnOnce(&Generation, &P) -> Result<Option<R>, Fault>,
+) -> Asked<R> {
+    let guard = use_.slot.current();
+    let Some(generation) = guard.as_ref() else {
+        return Asked::Absent;
+    };
+    let Some(pre) = pre(&generation.pres) else {
+        return Asked::Absent;
+    };
+    if let Err(why) = use_.usable(generation) {
+        return Asked::Unusable(why);
+    }
+    match call(generation, pre) {
+        Ok(Some(r)) => Asked::Answer(r),
+        Ok(None) => {
+            generation.stats.decline();
+            Asked::Declined
+        }
+        Err(fault) => {
+            use_.fault(generation, fault);
+            Asked::Fault
+        }
+    }
+}
+
+/// [`ask_plugin`], answering only the plugin's answer (`None`: the built-in decides).
 pub fn call_plugin<P, R>(
     use_: &PluginUse,
     pre: impl FnOnce(&Pres) -> Option<&P>,
     call: impl FnOnce(&Generation, &P) -> Result<Option<R>, Fault>,
 ) -> Option<R> {
-    let guard = use_.slot.current();
-    let generation = guard.as_ref()?;
-    let pre = pre(&generation.pres)?;
-    if !use_.usable(generation) {
-        return None;
-    }
-    match call(generation, pre) {
-        Ok(r) => r,
-        Err(fault) => {
-            use_.fault(generation, fault);
-            None
-        }
-    }
+    ask_plugin(use_, pre, call).answer()
 }
 
 /// A fresh store with `world` instantiated and `init(config)` accepted, all within the

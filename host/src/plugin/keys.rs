@@ -85,18 +85,27 @@ impl<'a> KeyInput<'a> {
 
 /// The key's hash for one request (0 when the request does not carry it).
 pub fn resolve(key: &KeySource, req: &KeyInput<'_>) -> u64 {
+    if *key == KeySource::ClientIp {
+        let mut buf = [0u8; 64];
+        let mut w = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(w, "{}", req.remote.ip());
+        let n = w.position() as usize;
+        return hash(&buf[..n]);
+    }
+    raw(key, req).map_or(0, hash)
+}
+
+/// The bytes of a key's value in one request (`None`: the request does not carry it;
+/// also for [`KeySource::ClientIp`], which is not in the request head).
+pub fn raw<'a>(key: &KeySource, req: &KeyInput<'a>) -> Option<&'a [u8]> {
     match key {
-        KeySource::Header(name) => req.headers.get(name).map_or(0, |v| hash(v.as_bytes())),
-        KeySource::Query(name) => req
-            .uri
-            .query()
-            .and_then(|q| {
-                q.split('&').find_map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    (k == name).then(|| hash(v.as_bytes()))
-                })
+        KeySource::Header(name) => req.headers.get(name).map(|v| v.as_bytes()),
+        KeySource::Query(name) => req.uri.query().and_then(|q| {
+            q.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == name).then_some(v.as_bytes())
             })
-            .unwrap_or(0),
+        }),
         KeySource::Cookie(name) => req
             .headers
             .get_all(http::header::COOKIE)
@@ -105,18 +114,11 @@ pub fn resolve(key: &KeySource, req: &KeyInput<'_>) -> u64 {
             .flat_map(|v| v.split(';'))
             .find_map(|c| {
                 let (k, v) = c.trim().split_once('=')?;
-                (k == name).then(|| hash(v.as_bytes()))
-            })
-            .unwrap_or(0),
-        KeySource::ClientIp => {
-            let mut buf = [0u8; 64];
-            let mut w = std::io::Cursor::new(&mut buf[..]);
-            let _ = write!(w, "{}", req.remote.ip());
-            let n = w.position() as usize;
-            hash(&buf[..n])
-        }
-        KeySource::Path => hash(req.uri.path().as_bytes()),
-        KeySource::Method => hash(req.method.as_str().as_bytes()),
+                (k == name).then_some(v.as_bytes())
+            }),
+        KeySource::ClientIp => None,
+        KeySource::Path => Some(req.uri.path().as_bytes()),
+        KeySource::Method => Some(req.method.as_str().as_bytes()),
     }
 }
 

@@ -87,8 +87,10 @@ impl Rejection {
 /// Instantiation templates for each world the component implements.
 #[derive(Clone, Default)]
 pub struct Pres {
-    /// `balancer`
+    /// `balancer` (0.1)
     pub balancer: Option<balancer::BalancerPre<St>>,
+    /// `balancer` (0.2)
+    pub balancer2: Option<super::bindings2::balancer::BalancerV2Pre<St>>,
     /// `health-evaluator`
     pub health: Option<health_evaluator::HealthEvaluatorPre<St>>,
     /// `retry-policy`
@@ -101,7 +103,7 @@ impl Pres {
     /// The kinds present.
     pub fn kinds(&self) -> Vec<Kind> {
         let mut k = Vec::new();
-        if self.balancer.is_some() {
+        if self.balancer.is_some() || self.balancer2.is_some() {
             k.push(Kind::Balancer);
         }
         if self.health.is_some() {
@@ -114,6 +116,22 @@ impl Pres {
             k.push(Kind::RateLimiter);
         }
         k
+    }
+
+    /// The worlds present with their versions (`balancer@0.1.0`, `balancer-v2@0.2.0`).
+    pub fn worlds(&self) -> Vec<String> {
+        let present = [
+            (self.balancer.is_some(), "balancer@0.1.0"),
+            (self.balancer2.is_some(), "balancer-v2@0.2.0"),
+            (self.health.is_some(), "health-evaluator@0.1.0"),
+            (self.retry.is_some(), "retry-policy@0.1.0"),
+            (self.rate_limit.is_some(), "rate-limiter@0.1.0"),
+        ];
+        present
+            .into_iter()
+            .filter(|(p, _)| *p)
+            .map(|(_, w)| w.to_string())
+            .collect()
     }
 
     /// Whether the component implements `kind`.
@@ -149,7 +167,7 @@ pub fn load(
             let component = Component::new(engine.engine(), bytes).map_err(|e| {
                 Rejection::new(
                     RejectReason::Invalid,
-                    format!("not a valid WebAssembly component: {}", first_line(&e)),
+                    format!("not a valid WebAssembly component: {}", one_line(&e)),
                 )
             })?;
             if let Some(path) = &cached {
@@ -166,22 +184,39 @@ pub fn load(
     })?;
     let pres = Pres {
         balancer: balancer::BalancerPre::new(pre.clone()).ok(),
+        balancer2: super::bindings2::balancer::BalancerV2Pre::new(pre.clone()).ok(),
         health: health_evaluator::HealthEvaluatorPre::new(pre.clone()).ok(),
         retry: retry_policy::RetryPolicyPre::new(pre.clone()).ok(),
         rate_limit: rate_limiter::RateLimiterPre::new(pre).ok(),
     };
     if pres.kinds().is_empty() {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine.engine())
+            .map(|(name, _)| name.to_string())
+            .collect();
         return Err(Rejection::new(
             RejectReason::WrongWorld,
-            "wrong world: the component exports none of the gatehouse:plugin@0.1 worlds \
-             (balancer, health-evaluator, retry-policy, rate-limiter)",
+            format!(
+                "wrong world: the component exports {}; this gateway runs gatehouse:plugin@0.1.0 \
+                 (balancer, health-evaluator, retry-policy, rate-limiter) and @0.2.0 (balancer-v2)",
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            ),
         ));
     }
     Ok(Artifact { pres, from_cache })
 }
 
-fn first_line(e: &wasmtime::Error) -> String {
-    format!("{e:#}").lines().next().unwrap_or_default().to_string()
+/// The whole error chain on one line (a parse error's detail spans lines: cutting at
+/// the first one left messages ending in "expected=[").
+fn one_line(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    let one: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    one.join(" ").chars().take(600).collect()
 }
 
 /// Loads a compiled artifact this gateway wrote earlier, if it is there and still loadable.

@@ -3,6 +3,8 @@
 //!
 //! - `gatehouse_plugin_calls_total{plugin}`
 //! - `gatehouse_plugin_faults_total{plugin,fault}` (trap, timeout, memory, contract, init)
+//! - `gatehouse_plugin_declines_total{plugin}` and `gatehouse_plugin_refusals_total{plugin}`:
+//!   decisions the plugin declined, and decisions the built-in made for a refused config;
 //! - `gatehouse_plugin_fallbacks_total{plugin}`: decisions the built-in made instead
 //! - `gatehouse_plugin_call_duration_seconds{plugin}` (histogram)
 //! - `gatehouse_plugin_loads_total{plugin,result}` (loaded, rejected)
@@ -66,12 +68,30 @@ impl Collector for PluginCollector {
         }
         let mut fallbacks = encoder.encode_descriptor(
             "plugin_fallbacks",
-            "Decisions the built-in policy made because the plugin failed or is disabled",
+            "Decisions the built-in policy made after a plugin fault or while it is disabled",
             None,
             MetricType::Counter,
         )?;
         for (t, s) in &slots {
             ConstCounter::new(t.fallbacks).encode(fallbacks.encode_family(&[("plugin", s.name.as_str())])?)?;
+        }
+        let mut declines = encoder.encode_descriptor(
+            "plugin_declines",
+            "Decisions a plugin left to the built-in policy on purpose",
+            None,
+            MetricType::Counter,
+        )?;
+        for (t, s) in &slots {
+            ConstCounter::new(t.declines).encode(declines.encode_family(&[("plugin", s.name.as_str())])?)?;
+        }
+        let mut refusals = encoder.encode_descriptor(
+            "plugin_refusals",
+            "Decisions the built-in policy made because the plugin refused the config of that use",
+            None,
+            MetricType::Counter,
+        )?;
+        for (t, s) in &slots {
+            ConstCounter::new(t.refusals).encode(refusals.encode_family(&[("plugin", s.name.as_str())])?)?;
         }
         let mut duration = encoder.encode_descriptor(
             "plugin_call_duration_seconds",

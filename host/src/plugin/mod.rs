@@ -22,6 +22,8 @@
 
 pub mod balancer;
 mod bindings;
+pub mod bindings2;
+pub mod check;
 pub mod counters;
 pub mod engine;
 pub mod health;
@@ -39,6 +41,7 @@ pub mod stats;
 #[cfg(test)]
 mod tests;
 pub mod ticker;
+pub mod v2;
 pub mod watcher;
 
 use std::path::PathBuf;
@@ -54,7 +57,7 @@ pub use stats::FaultKind;
 
 use crate::balance::Balancer;
 use crate::config::model::{GatewaySettings, PluginRef, ServiceVersion};
-use crate::health::HealthEvaluator;
+use crate::health::{EndpointHealth, HealthEvaluator};
 use crate::ratelimit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::snapshot::PolicyHooks;
@@ -109,6 +112,8 @@ pub struct PluginSettings {
     pub cancel: CancellationToken,
     /// The operator-visible journal that loads and faults are recorded in.
     pub events: Arc<crate::events::Events>,
+    /// The gateway's zone and region, for 0.2 balancers.
+    pub placement: v2::Placement,
 }
 
 impl PluginSettings {
@@ -121,6 +126,10 @@ impl PluginSettings {
             rescan: Duration::from_secs(5),
             cancel: CancellationToken::new(),
             events: Arc::default(),
+            placement: v2::Placement {
+                zone: gw.zone.clone(),
+                region: gw.region.clone(),
+            },
         }
     }
 }
@@ -175,6 +184,7 @@ impl PluginRuntime {
             limits: settings.limits.clone(),
             counters: Arc::new(HostCounters::new()),
             events: settings.events.clone(),
+            placement: settings.placement.clone(),
         });
         let registry = Arc::new(Registry::new(host, settings.dir.clone(), settings.cache_dir.clone()));
         registry.sync_dir();
@@ -214,13 +224,22 @@ impl PluginRuntime {
 
 impl PolicyHooks for PluginRuntime {
     fn balancer(&self, version: &ServiceVersion, builtin: Arc<dyn Balancer>) -> Arc<dyn Balancer> {
+        self.balancer_with_health(version, builtin, &[])
+    }
+
+    fn balancer_with_health(
+        &self,
+        version: &ServiceVersion,
+        builtin: Arc<dyn Balancer>,
+        health: &[Arc<EndpointHealth>],
+    ) -> Arc<dyn Balancer> {
         let Some(r) = &version.plugins.balancer else {
             return builtin;
         };
-        Arc::new(balancer::PluginBalancer::new(
-            self.register(r, Kind::Balancer, version),
-            builtin,
-        ))
+        Arc::new(
+            balancer::PluginBalancer::new(self.register(r, Kind::Balancer, version), builtin)
+                .with_health(health.to_vec()),
+        )
     }
 
     fn retry(&self, version: &ServiceVersion, builtin: Arc<dyn RetryPolicy>) -> Arc<dyn RetryPolicy> {

@@ -366,6 +366,7 @@ fn plugin_counters_are_the_gateways_and_separate_per_service() {
             rescan: Duration::from_secs(3600),
             cancel: Default::default(),
             events: Arc::default(),
+            placement: Default::default(),
         },
     )
     .unwrap();

@@ -207,17 +207,22 @@ fn fresh(host: &Host, pre: &RateLimiterPre<St>, owner: Owner, config: &str) -> R
     })
 }
 
-/// Validation: `init` accepts `config` and `check` answers a request without keys in time.
+/// Validation: `init` accepts `config` and `check` answers in time, with every key
+/// absent and with every key present.
 pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, config: &str) -> Result<(), Rejection> {
     let Some(pre) = generation.pres.rate_limit.as_ref() else {
         return Err(Rejection::new(RejectReason::WrongWorld, "not a rate limiter"));
     };
     let mut inst = fresh(host, pre, owner, config).map_err(refused)?;
-    inst.request.keys = vec![0; inst.keys.len()];
     let api = inst.world.gatehouse_plugin_rate_limit();
-    guarded(&mut inst.store, host.limits.call_deadline, "check", |s| {
-        api.call_check(s, &inst.request)
-    })
-    .map(|_| ())
-    .map_err(smoke_failed)
+    // Every key absent, then every key present (a plugin that fails only when a header
+    // is there must fail here, not under traffic).
+    for value in [0, keys::hash(b"smoke")] {
+        inst.request.keys = vec![value; inst.keys.len()];
+        guarded(&mut inst.store, host.limits.call_deadline, "check", |s| {
+            api.call_check(s, &inst.request)
+        })
+        .map_err(smoke_failed)?;
+    }
+    Ok(())
 }

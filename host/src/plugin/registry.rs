@@ -29,6 +29,8 @@ pub struct Host {
     pub counters: Arc<HostCounters>,
     /// The operator-visible journal (loads, rejections, removals, disablings).
     pub events: Arc<crate::events::Events>,
+    /// The gateway's zone and region, for 0.2 balancers.
+    pub placement: super::v2::Placement,
 }
 
 impl std::fmt::Debug for Host {
@@ -217,14 +219,19 @@ impl std::fmt::Debug for PluginUse {
 }
 
 impl PluginUse {
-    /// Whether `generation` may serve this use (not disabled, config accepted). When it
-    /// may not, the built-in policy decides and the fallback is counted.
-    pub fn usable(&self, generation: &Generation) -> bool {
-        if generation.is_disabled() || self.refused_for.load(Ordering::Relaxed) == generation.id {
+    /// Whether `generation` may serve this use: `Ok` when it may, else why not
+    /// (`disabled` after faults, counted as a fallback; `config refused`, counted as a
+    /// refusal). When it may not, the built-in policy decides.
+    pub fn usable(&self, generation: &Generation) -> Result<(), &'static str> {
+        if generation.is_disabled() {
             generation.stats.fallback();
-            return false;
+            return Err("disabled");
         }
-        true
+        if self.refused_for.load(Ordering::Relaxed) == generation.id {
+            generation.stats.refusal();
+            return Err("refused its config");
+        }
+        Ok(())
     }
 
     /// Whom the stores of this use work for, on `generation`.
@@ -361,13 +368,12 @@ impl Registry {
             return r.clone();
         }
         let result = if !generation.pres.has(kind) {
-            let kinds: Vec<&str> = generation.kinds().iter().map(|k| k.as_str()).collect();
             Err(Rejection::new(
                 RejectReason::WrongWorld,
                 format!(
                     "wrong world: configured as a {} but the plugin implements {}",
                     kind.as_str(),
-                    kinds.join(", ")
+                    generation.pres.worlds().join(", ")
                 ),
             ))
         } else {
@@ -455,6 +461,44 @@ impl Registry {
         Ok(out)
     }
 
+    /// As [`load`](Self::load), and says whether the file now serves: the rejection
+    /// (reason and message, whole) when it was refused.
+    pub fn load_checked(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.load(name, bytes);
+        let slot = self.slot(name);
+        if let Some(r) = slot.rejected() {
+            return Err(format!(
+                "refused ({}): {}",
+                r.rejection.reason.as_str(),
+                r.rejection.message
+            ));
+        }
+        if slot.current().is_none() {
+            return Err(slot.last_error().map_or_else(|| "not loaded".to_string(), |e| e.1));
+        }
+        Ok(())
+    }
+
+    /// Checks one use of the serving generation of `name` as the gateway does when a
+    /// config names it: the right world, `init` accepts `config`, the smoke calls pass.
+    pub fn verify(&self, name: &str, kind: Kind, config: &str) -> Result<(), String> {
+        let slot = self.slot(name);
+        let guard = slot.current();
+        let Some(generation) = guard.as_ref() else {
+            return Err(format!("plugin {name:?} is not loaded"));
+        };
+        self.check(generation, kind, config).map_err(|r| r.message)
+    }
+
+    /// The worlds the serving generation of `name` implements, with versions.
+    pub fn worlds(&self, name: &str) -> Vec<String> {
+        self.slot(name)
+            .current()
+            .as_ref()
+            .map(|g| g.pres.worlds())
+            .unwrap_or_default()
+    }
+
     /// Loads `bytes` as the new version of plugin `name`: compile (or cache), world
     /// check, validation against every live use, then the swap. A failure keeps the
     /// serving generation (if any) and is reported.
@@ -524,11 +568,7 @@ impl Registry {
     }
 
     fn reject(&self, slot: &Slot, sha256: String, rejection: Rejection) {
-        let serving = if slot.current().is_some() {
-            "the previous version keeps serving"
-        } else {
-            "the built-in policy serves"
-        };
+        let serving = who_serves(slot);
         tracing::warn!(
             plugin = %slot.name,
             reason = rejection.reason.as_str(),
@@ -564,6 +604,32 @@ impl Registry {
 
 /// Plugin names are file stems made of letters, digits, '-', '_' and '.' (not leading),
 /// as the config validation requires of `plugins.*.name`.
+/// What serves a slot's uses now, in words: the previous version (if it serves and is
+/// not disabled) except for uses whose config it refused, or the built-in policy.
+fn who_serves(slot: &Slot) -> String {
+    let current = slot.current();
+    let Some(generation) = current.as_ref() else {
+        return "the built-in policy serves".into();
+    };
+    if generation.is_disabled() {
+        return "the built-in policy serves: the previous version is disabled".into();
+    }
+    let refused: Vec<String> = slot
+        .uses()
+        .iter()
+        .filter(|u| u.refused_for.load(Ordering::Relaxed) == generation.id)
+        .map(|u| u.label.clone())
+        .collect();
+    if refused.is_empty() {
+        "the previous version keeps serving".into()
+    } else {
+        format!(
+            "the previous version keeps serving, except for {} (its config was refused: the built-in policy serves)",
+            refused.join(", ")
+        )
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128

@@ -34,8 +34,12 @@ pub struct SlotView {
     pub calls: u64,
     /// Faults by kind (every [`FaultKind`], in [`FaultKind::ALL`] order).
     pub faults: Vec<(&'static str, u64)>,
-    /// Decisions left to the built-in policy because of a failure or the disabled state.
+    /// Decisions left to the built-in policy after a fault, or while disabled by faults.
     pub fallbacks: u64,
+    /// Decisions the plugin declined (`None` from `pick`, `builtin` from `evaluate`).
+    pub declines: u64,
+    /// Decisions the built-in made because the plugin refused the use's config.
+    pub refusals: u64,
     /// Instances created.
     pub instances: u64,
     /// 99th percentile of call durations, in microseconds.
@@ -109,6 +113,8 @@ impl SlotView {
                 .map(|k| (k.as_str(), stats.faults_of(*k)))
                 .collect(),
             fallbacks: stats.fallbacks,
+            declines: stats.declines,
+            refusals: stats.refusals,
             instances: stats.instances,
             p99_us: stats.p99().map(|d| d.as_secs_f64() * 1e6),
             last_error: slot.last_error(),

@@ -65,6 +65,8 @@ pub struct Stats {
     calls: AtomicU64,
     faults: [AtomicU64; 5],
     fallbacks: AtomicU64,
+    declines: AtomicU64,
+    refusals: AtomicU64,
     instances: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
     sum_ns: AtomicU64,
@@ -84,9 +86,20 @@ impl Stats {
         self.faults[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a decision the built-in policy made because the plugin failed or is disabled.
+    /// Records a decision the built-in policy made because the plugin failed (a fault)
+    /// or is disabled (after faults).
     pub fn fallback(&self) {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a decision the plugin left to the built-in on purpose (`None`, `builtin`).
+    pub fn decline(&self) {
+        self.declines.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a decision the built-in made because the plugin refused this use's config.
+    pub fn refusal(&self) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a new instance.
@@ -100,6 +113,8 @@ impl Stats {
             calls: self.calls.load(Ordering::Relaxed),
             faults: std::array::from_fn(|i| self.faults[i].load(Ordering::Relaxed)),
             fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            declines: self.declines.load(Ordering::Relaxed),
+            refusals: self.refusals.load(Ordering::Relaxed),
             instances: self.instances.load(Ordering::Relaxed),
             buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
             sum_ns: self.sum_ns.load(Ordering::Relaxed),
@@ -113,6 +128,8 @@ impl Stats {
             a.fetch_add(b, Ordering::Relaxed);
         }
         self.fallbacks.fetch_add(s.fallbacks, Ordering::Relaxed);
+        self.declines.fetch_add(s.declines, Ordering::Relaxed);
+        self.refusals.fetch_add(s.refusals, Ordering::Relaxed);
         self.instances.fetch_add(s.instances, Ordering::Relaxed);
         for (a, b) in self.buckets.iter().zip(s.buckets) {
             a.fetch_add(b, Ordering::Relaxed);
@@ -128,8 +145,12 @@ pub struct StatsSnapshot {
     pub calls: u64,
     /// Faults by [`FaultKind`] index.
     pub faults: [u64; 5],
-    /// Decisions left to the built-in policy because of a failure or the disabled state.
+    /// Decisions left to the built-in policy after a fault, or while disabled by faults.
     pub fallbacks: u64,
+    /// Decisions the plugin declined (left to the built-in on purpose).
+    pub declines: u64,
+    /// Decisions the built-in made because the plugin refused the use's config.
+    pub refusals: u64,
     /// Instances created.
     pub instances: u64,
     /// Call-duration histogram (see [`BUCKETS`]).
@@ -150,6 +171,8 @@ impl StatsSnapshot {
             calls: self.calls + other.calls,
             faults: std::array::from_fn(|i| self.faults[i] + other.faults[i]),
             fallbacks: self.fallbacks + other.fallbacks,
+            declines: self.declines + other.declines,
+            refusals: self.refusals + other.refusals,
             instances: self.instances + other.instances,
             buckets: std::array::from_fn(|i| self.buckets[i] + other.buckets[i]),
             sum_ns: self.sum_ns + other.sum_ns,

@@ -43,6 +43,7 @@ fn registry_in(dir: &Path, cache: Option<PathBuf>) -> Arc<Registry> {
         limits: limits(),
         counters: Arc::new(HostCounters::new()),
         events: Arc::default(),
+        placement: Default::default(),
     });
     Arc::new(Registry::new(host, dir.to_path_buf(), cache))
 }
@@ -103,6 +104,7 @@ fn the_engine_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
         limits: limits(),
         counters: Arc::new(HostCounters::new()),
         events: Arc::default(),
+        placement: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let reg = Registry::new(host, dir.path().to_path_buf(), None);
@@ -230,6 +232,7 @@ fn the_ticker_sleeps_while_idle_and_still_interrupts_a_spin_after_waking() {
         limits: limits(),
         counters: Arc::new(HostCounters::new()),
         events: Arc::default(),
+        placement: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let reg = Arc::new(Registry::new(host, dir.path().to_path_buf(), None));
@@ -301,7 +304,7 @@ fn the_panic_message_reaches_the_fault_report() {
     let (reg, _dir) = registry();
     reg.load("t", &wasm("fault_trap"));
     let b = balancer(&reg, "t", "{}");
-    pick_with(&b, &[1], &NodeSet::new(), &[("x-fault", "yes")]);
+    pick_with(&b, &[1], &NodeSet::new(), &[("x-fault", "1")]);
     let err = reg.slot("t").last_error().unwrap().1;
     assert!(err.contains("fault_trap was asked to fail"), "{err}");
 }
@@ -368,7 +371,7 @@ fn a_refused_config_serves_the_builtin_and_is_reported() {
     let b = balancer(&reg, "canary", r#"{"percent": 150}"#);
     assert_eq!(pick_with(&b, &[1, 1], &NodeSet::new(), &[]), Some(0));
     let s = stats(&reg, "canary");
-    assert_eq!((s.calls, s.fallbacks), (0, 1));
+    assert_eq!((s.calls, s.fallbacks, s.refusals), (0, 0, 1), "a refusal, not a fault");
     let err = reg.slot("canary").last_error().unwrap().1;
     assert!(err.contains("percent must be between 0 and 100"), "{err}");
     // Another service with a good config uses it.
@@ -546,6 +549,7 @@ fn the_watcher_finds_a_directory_created_later_and_follows_it() {
             rescan: Duration::from_millis(100),
             cancel: Default::default(),
             events: Arc::default(),
+            placement: Default::default(),
         },
     )
     .unwrap();
@@ -571,4 +575,61 @@ fn the_watcher_finds_a_directory_created_later_and_follows_it() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn declines_faults_and_refusals_are_counted_apart_and_name_who_decided() {
+    let (reg, _dir) = registry();
+    reg.load("canary", &wasm("canary"));
+    reg.load("fault_trap", &wasm("fault_trap"));
+    let eps = endpoints(&[1, 1]);
+    let set = all(&eps);
+    let mut tried = NodeSet::new();
+    tried.insert(0);
+    tried.insert(1);
+    let explain_with = |b: &dyn crate::balance::Balancer, headers: &[(&str, &str)], excluded: &NodeSet| {
+        let parts = request(headers);
+        b.pick_explained(&PickContext {
+            endpoints: &eps,
+            candidates: &set,
+            excluded,
+            request: RequestView {
+                parts: &parts,
+                remote: remote(),
+            },
+        })
+    };
+    let explain =
+        |b: &dyn crate::balance::Balancer, headers: &[(&str, &str)]| explain_with(b, headers, &NodeSet::new());
+    // Every node already tried: the plugin has nothing to offer and declines.
+    let declining = balancer(&reg, "canary", r#"{"percent": 100}"#);
+    assert_eq!(explain_with(&declining, &[], &tried), (None, Some("declined")));
+    assert_eq!(declining.fallback_name(), Some("roundrobin"));
+    let refused = balancer(&reg, "canary", r#"{"percent": 150}"#);
+    assert_eq!(explain(&refused, &[]).1, Some("refused its config"));
+    let serving = balancer(&reg, "canary", r#"{"percent": 0}"#);
+    assert_eq!(explain(&serving, &[]).1, None, "the plugin decided");
+    let s = stats(&reg, "canary");
+    assert_eq!((s.calls, s.declines, s.refusals, s.fallbacks), (2, 1, 1, 0));
+
+    let trapping = balancer(&reg, "fault_trap", "{}");
+    assert_eq!(explain(&trapping, &[("x-fault", "1")]).1, Some("faulted"));
+    let s = stats(&reg, "fault_trap");
+    assert_eq!((s.declines, s.refusals, s.fallbacks), (0, 0, 1));
+}
+
+#[test]
+fn a_plugin_that_fails_only_when_a_key_is_present_is_refused_before_it_serves() {
+    let (reg, _dir) = registry();
+    reg.load("key_panic", &wasm("key_panic"));
+    let err = reg.verify("key_panic", Kind::Balancer, "{}").unwrap_err();
+    assert!(
+        err.contains("smoke call") && err.contains("key_panic does not expect x-user"),
+        "{err}"
+    );
+    // A service using it stays on the built-in: the header never reaches the plugin.
+    let b = balancer(&reg, "key_panic", "{}");
+    assert!(pick_with(&b, &[1, 1], &NodeSet::new(), &[("x-user", "alice")]).is_some());
+    let s = stats(&reg, "key_panic");
+    assert_eq!((s.faults.iter().sum::<u64>(), s.refusals), (0, 1));
 }

@@ -17,6 +17,8 @@ pub(super) struct Served {
     pub(super) tries: u32,
     /// Tries that failed: (endpoint index, outcome).
     pub(super) failures: Vec<(usize, Outcome)>,
+    /// Why the balancer's fallback picked the last node (`None`: the balancer did).
+    pub(super) fallback: Option<&'static str>,
 }
 
 /// Response header that explains the routing decision.
@@ -43,11 +45,13 @@ pub(super) fn explain(up: &Upstream, served: &Served) -> Option<HeaderValue> {
         }
         None => "node=none".to_string(),
     };
+    let balancer = match (served.fallback, up.balancer.fallback_name()) {
+        (Some(why), Some(builtin)) => format!("{builtin} ({} {why})", up.balancer.name()),
+        _ => up.balancer.name().to_string(),
+    };
     out.push_str(&format!(
-        "; tries={}; balancer={}; panic={}",
-        served.tries,
-        up.balancer.name(),
-        tiers.panic
+        "; tries={}; balancer={balancer}; panic={}",
+        served.tries, tiers.panic
     ));
     if !served.failures.is_empty() {
         let failed: Vec<String> = served

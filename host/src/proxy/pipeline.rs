@@ -227,7 +227,7 @@ impl Exchange<'_> {
         let mut retry_slot = RetrySlot::default();
         loop {
             let tiers = up.tiers.load();
-            let Some((idx, tier)) = pick(up, &tiers, &excluded, &parts, self.remote) else {
+            let Some((idx, tier, fallback)) = pick(up, &tiers, &excluded, &parts, self.remote) else {
                 return self.answer(no_node(up, tiers.panic));
             };
             excluded.insert(idx);
@@ -239,6 +239,7 @@ impl Exchange<'_> {
             self.served.tries += 1;
             self.served.node = Some(idx);
             self.served.tier = tier;
+            self.served.fallback = fallback;
             let tried = match self.try_once(&parts, &body, idx, deadline).await {
                 Ok(t) => t,
                 Err(resp) => return self.answer(resp),
@@ -443,8 +444,14 @@ fn no_node(up: &Upstream, panic: bool) -> Response<Body> {
 }
 
 /// Picks from the first tier that still has an untried candidate; returns the
-/// endpoint and the tier it came from.
-fn pick(up: &Upstream, tiers: &Tiers, excluded: &NodeSet, parts: &Parts, remote: SocketAddr) -> Option<(usize, usize)> {
+/// endpoint, the tier it came from, and why a fallback decided (if one did).
+fn pick(
+    up: &Upstream,
+    tiers: &Tiers,
+    excluded: &NodeSet,
+    parts: &Parts,
+    remote: SocketAddr,
+) -> Option<(usize, usize, Option<&'static str>)> {
     for (tier, set) in tiers.tiers.iter().enumerate() {
         let ctx = PickContext {
             endpoints: &up.endpoints,
@@ -452,11 +459,11 @@ fn pick(up: &Upstream, tiers: &Tiers, excluded: &NodeSet, parts: &Parts, remote:
             excluded,
             request: RequestView { parts, remote },
         };
-        if let Some(idx) = up.balancer.pick(&ctx)
+        if let (Some(idx), why) = up.balancer.pick_explained(&ctx)
             && set.contains(idx)
             && !excluded.contains(idx)
         {
-            return Some((idx, tier));
+            return Some((idx, tier, why));
         }
     }
     None
@@ -473,6 +480,7 @@ fn has_open_candidate(tiers: &Tiers, excluded: &NodeSet) -> bool {
 /// and the metrics.
 fn record(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration, retry_after: Option<Duration>) {
     up.health.observe(&up.endpoints, idx, outcome, latency, retry_after);
+    up.balancer.observe(idx, outcome, latency);
     let ep = &up.endpoints[idx];
     // Failures that come back fast must not look attractive to latency-aware balancers.
     let sample = match outcome {

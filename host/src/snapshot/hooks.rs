@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::balance::Balancer;
 use crate::config::model::ServiceVersion;
-use crate::health::HealthEvaluator;
+use crate::health::{EndpointHealth, HealthEvaluator};
 use crate::ratelimit::RateLimiter;
 use crate::retry::RetryPolicy;
 
@@ -15,6 +15,16 @@ pub trait PolicyHooks: Send + Sync {
     /// The balancer to use; `builtin` is the configured built-in.
     fn balancer(&self, _version: &ServiceVersion, builtin: Arc<dyn Balancer>) -> Arc<dyn Balancer> {
         builtin
+    }
+    /// As [`balancer`](Self::balancer), given the endpoints' health cells (indexed like
+    /// the snapshot's endpoints) for balancers that read live health.
+    fn balancer_with_health(
+        &self,
+        version: &ServiceVersion,
+        builtin: Arc<dyn Balancer>,
+        _health: &[Arc<EndpointHealth>],
+    ) -> Arc<dyn Balancer> {
+        self.balancer(version, builtin)
     }
     /// The retry policy to use; `builtin` is the configured built-in.
     fn retry(&self, _version: &ServiceVersion, builtin: Arc<dyn RetryPolicy>) -> Arc<dyn RetryPolicy> {

@@ -77,7 +77,7 @@ impl Parts<'_> {
         let node_names: Vec<String> = endpoints.iter().map(|e| e.key.authority.to_string()).collect();
         Upstream {
             metrics: self.metrics.upstream(&service, &node_names),
-            balancer: hooks.balancer(version, builtin),
+            balancer: hooks.balancer_with_health(version, builtin, &health.cells),
             retry: hooks.retry(version, Arc::new(BuiltinRetry::new(policy.retry.clone()))),
             limiter: hooks.rate_limiter(version, limiter),
             tiers: ArcSwap::from_pointee(tiers),

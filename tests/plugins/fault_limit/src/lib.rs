@@ -1,6 +1,7 @@
 //! Refuses every request (limit 0, back in a second), and panics on requests carrying
-//! `x-fault`: the gateway sees a trap and the built-in limits alone decide that request.
-//! The validation's smoke call has no keys, so it gets a refusal in time and passes.
+//! `x-fault: 1`: the gateway sees a trap and the built-in limits alone decide that request.
+//! The validation's smoke calls (keys absent, then present with another value) get a
+//! refusal in time and pass.
 
 use gatehouse_plugin_sdk::{LimitRequest, LimitState, LimitVerdict, NoConfig, RateLimiter, RequestKey, export_plugin};
 
@@ -18,7 +19,7 @@ impl RateLimiter for Fixture {
     }
 
     fn check(&mut self, req: &LimitRequest) -> LimitVerdict {
-        if req.key(0).is_some() {
+        if req.key(0) == Some(gatehouse_plugin_sdk::key_hash("1")) {
             panic!("fault_limit was asked to fail");
         }
         LimitVerdict::Deny(LimitState {

@@ -2,7 +2,7 @@
 
 use gatehouse_plugin_sdk::{Balancer, NoConfig, Node, PickRequest, RequestKey, export_plugin};
 
-/// Behaves (first open node) unless the request carries `x-fault`.
+/// Behaves (first open node) unless the request carries `x-fault: 1`.
 struct Fixture;
 
 fn first_open(nodes: &[Node], req: &PickRequest) -> Option<u32> {
@@ -21,7 +21,7 @@ impl Balancer for Fixture {
     }
 
     fn pick(&mut self, nodes: &[Node], req: &PickRequest) -> Option<u32> {
-        if req.key(0).is_some() {
+        if req.key(0) == Some(gatehouse_plugin_sdk::key_hash("1")) {
             misbehave(nodes, req)
         } else {
             first_open(nodes, req)
