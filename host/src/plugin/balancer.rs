@@ -14,7 +14,7 @@ use wasmtime::Store;
 
 use super::bindings::balancer::{Balancer as World, BalancerPre};
 use super::bindings::types::{Node, PickRequest};
-use super::engine::{Owner, St};
+use super::engine::{Owner, StoreData};
 use super::instance::{Asked, Fault, WarmMap, ask_plugin, guarded, on_warm, refused, smoke_failed, start_keyed};
 use super::keys::{self, KeySource};
 use super::loader::{RejectReason, Rejection};
@@ -43,7 +43,7 @@ impl std::fmt::Debug for PluginBalancer {
 
 /// A warm balancer instance.
 struct Instance {
-    store: Store<St>,
+    store: Store<StoreData>,
     world: World,
     keys: Vec<KeySource>,
     /// The candidate set the plugin last received (`None`: nothing yet).
@@ -127,7 +127,7 @@ impl Balancer for PluginBalancer {
 }
 
 /// A fresh instance: instantiate, `init(config)`, `keys()`.
-fn instantiate(host: &Host, pre: &BalancerPre<St>, owner: Owner, config: &str) -> Result<Instance, Fault> {
+fn instantiate(host: &Host, pre: &BalancerPre<StoreData>, owner: Owner, config: &str) -> Result<Instance, Fault> {
     let (store, world, keys) = start_keyed(
         host,
         owner,

@@ -6,7 +6,7 @@
 
 #![allow(missing_docs)]
 
-use super::engine::St;
+use super::engine::StoreData;
 
 /// The `balancer` world.
 pub mod balancer {
@@ -56,9 +56,9 @@ pub mod rate_limiter {
 pub use balancer::gatehouse::plugin::host;
 pub use balancer::gatehouse::plugin::types;
 
-impl types::Host for St {}
+impl types::Host for StoreData {}
 
-impl host::Host for St {
+impl host::Host for StoreData {
     fn log(&mut self, level: types::Level, message: String) {
         self.log(level, message);
     }

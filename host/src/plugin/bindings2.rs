@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::engine::St;
+use super::engine::StoreData;
 use crate::health::{EndpointHealth, HealthState, Source};
 use crate::upstream::Endpoint;
 
@@ -26,9 +26,9 @@ pub mod balancer {
 pub use balancer::gatehouse::plugin::host;
 pub use balancer::gatehouse::plugin::types;
 
-impl types::Host for St {}
+impl types::Host for StoreData {}
 
-impl host::Host for St {
+impl host::Host for StoreData {
     fn log(&mut self, level: types::Level, message: String) {
         use super::bindings::types::Level as V1;
         let level = match level {

@@ -1,5 +1,5 @@
 //! The one wasmtime `Engine` of the process, its epoch ticker, the linker every plugin is
-//! instantiated with, and the per-store state (`St`): memory limiter, WASI context without
+//! instantiated with, and the per-store state (`StoreData`): memory limiter, WASI context without
 //! any capability, and the `host` imports' context.
 
 use std::hash::{Hash, Hasher};
@@ -55,7 +55,7 @@ pub enum EngineError {
 /// The engine, its linker and how instances are allocated.
 pub struct PluginEngine {
     engine: Engine,
-    linker: Linker<St>,
+    linker: Linker<StoreData>,
     pooling: bool,
     compat: String,
     ticker: Arc<Ticker>,
@@ -86,7 +86,7 @@ fn base_config() -> Config {
 }
 
 impl PluginEngine {
-    /// The process-wide engine (DESIGN §5: one `Engine`), created on first use with the
+    /// The process-wide engine (one `Engine` per process, docs/plugins.md), created on first use with the
     /// default settings. Every gateway in the process shares it and its ticker.
     pub fn shared() -> Result<Arc<PluginEngine>, String> {
         static SHARED: OnceLock<Result<Arc<PluginEngine>, String>> = OnceLock::new();
@@ -129,12 +129,12 @@ impl PluginEngine {
                 (Engine::new(&base_config()).map_err(EngineError::Engine)?, false)
             }
         };
-        let mut linker = Linker::<St>::new(&engine);
+        let mut linker = Linker::<StoreData>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(EngineError::Link)?;
         deny_blocking_wasi(&mut linker).map_err(EngineError::Link)?;
-        bindings::balancer::Balancer::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
+        bindings::balancer::Balancer::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(EngineError::Link)?;
-        super::bindings2::balancer::BalancerV2::add_to_linker::<St, HasSelf<St>>(&mut linker, |s| s)
+        super::bindings2::balancer::BalancerV2::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(EngineError::Link)?;
         let compat = compatibility(&engine);
         let ticker = Ticker::start(&engine, cancel).map_err(EngineError::Ticker)?;
@@ -153,7 +153,7 @@ impl PluginEngine {
     }
 
     /// The linker (WASI without capabilities + the `host` imports).
-    pub fn linker(&self) -> &Linker<St> {
+    pub fn linker(&self) -> &Linker<StoreData> {
         &self.linker
     }
 
@@ -175,8 +175,8 @@ impl PluginEngine {
     /// A store for one instance of a plugin working for `owner`, with its limiter
     /// installed and a deadline of `deadline` set (an epoch store without one traps at
     /// once).
-    pub fn store(&self, owner: Owner, memory_cap: usize, deadline: Duration) -> Store<St> {
-        let mut store = Store::new(&self.engine, St::new(owner, memory_cap, self.ticker.clone()));
+    pub fn store(&self, owner: Owner, memory_cap: usize, deadline: Duration) -> Store<StoreData> {
+        let mut store = Store::new(&self.engine, StoreData::new(owner, memory_cap, self.ticker.clone()));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(deadline));
         store
@@ -197,7 +197,7 @@ const DENIED_WASI: [(&str, &str); 5] = [
     ("wasi:io/poll@0.2.12", "[method]pollable.block"),
 ];
 
-fn deny_blocking_wasi(linker: &mut Linker<St>) -> wasmtime::Result<()> {
+fn deny_blocking_wasi(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     for (interface, func) in DENIED_WASI {
         linker.instance(interface)?.func_new(func, move |_, _, _, _| {
@@ -307,8 +307,9 @@ pub struct Owner {
     pub counters: CounterScope,
 }
 
-/// Data of one plugin store.
-pub struct St {
+/// What one plugin store holds next to the instance: the (empty) WASI context, the
+/// memory limiter, the call context and counters, and the last error line logged.
+pub struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
     /// The memory cap.
@@ -325,7 +326,7 @@ pub struct St {
     pub nodes: Vec<Option<super::bindings2::NodeSource>>,
 }
 
-impl St {
+impl StoreData {
     fn new(Owner { ctx, counters }: Owner, memory_cap: usize, ticker: Arc<Ticker>) -> Self {
         Self {
             // No args, env, preopened directories, sockets or stdio.
@@ -374,7 +375,7 @@ impl St {
     }
 }
 
-impl WasiView for St {
+impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,

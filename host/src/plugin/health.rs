@@ -12,7 +12,7 @@ use wasmtime::Store;
 
 use super::bindings::health_evaluator::{HealthEvaluator as World, HealthEvaluatorPre};
 use super::bindings::types::{FailureKind as WitKind, HealthVerdict, Observation, ObservationSource, Observed};
-use super::engine::{Owner, St};
+use super::engine::{Owner, StoreData};
 use super::instance::{Fault, call_plugin, guarded, refused, smoke_failed, start};
 use super::keys;
 use super::loader::{RejectReason, Rejection};
@@ -92,7 +92,7 @@ pub fn verdict(v: HealthVerdict) -> Option<Verdict> {
 
 struct Instance {
     generation: u64,
-    store: Store<St>,
+    store: Store<StoreData>,
     world: World,
 }
 
@@ -167,7 +167,7 @@ impl PluginHealth {
 fn fresh(
     host: &Host,
     generation: u64,
-    pre: &HealthEvaluatorPre<St>,
+    pre: &HealthEvaluatorPre<StoreData>,
     owner: Owner,
     config: &str,
 ) -> Result<Instance, Fault> {

@@ -19,9 +19,9 @@ use std::time::Duration;
 use wasmtime::{Store, Trap};
 
 use super::bindings::types::RequestKey;
-use super::engine::{Owner, St, ticks};
+use super::engine::{Owner, StoreData, ticks};
 use super::keys::{self, KeySource};
-use super::loader::{Pres, RejectReason, Rejection};
+use super::loader::{RejectReason, Rejection, WorldTemplates};
 use super::registry::{Generation, Host, PluginUse};
 use super::stats::FaultKind;
 
@@ -67,7 +67,7 @@ impl<R> Asked<R> {
 /// (which may disable the generation), fallbacks and refusals are counted apart.
 pub fn ask_plugin<P, R>(
     use_: &PluginUse,
-    pre: impl FnOnce(&Pres) -> Option<&P>,
+    pre: impl FnOnce(&WorldTemplates) -> Option<&P>,
     call: impl FnOnce(&Generation, &P) -> Result<Option<R>, Fault>,
 ) -> Asked<R> {
     let guard = use_.slot.current();
@@ -96,7 +96,7 @@ pub fn ask_plugin<P, R>(
 /// [`ask_plugin`], answering only the plugin's answer (`None`: the built-in decides).
 pub fn call_plugin<P, R>(
     use_: &PluginUse,
-    pre: impl FnOnce(&Pres) -> Option<&P>,
+    pre: impl FnOnce(&WorldTemplates) -> Option<&P>,
     call: impl FnOnce(&Generation, &P) -> Result<Option<R>, Fault>,
 ) -> Option<R> {
     ask_plugin(use_, pre, call).answer()
@@ -107,9 +107,9 @@ pub fn call_plugin<P, R>(
 pub fn start<W>(
     host: &Host,
     owner: Owner,
-    instantiate: impl FnOnce(&mut Store<St>) -> wasmtime::Result<W>,
-    init: impl FnOnce(&W, &mut Store<St>) -> wasmtime::Result<Result<(), String>>,
-) -> Result<(Store<St>, W), Fault> {
+    instantiate: impl FnOnce(&mut Store<StoreData>) -> wasmtime::Result<W>,
+    init: impl FnOnce(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<(), String>>,
+) -> Result<(Store<StoreData>, W), Fault> {
     let deadline = host.limits.init_deadline;
     let mut store = host.engine.store(owner, host.limits.memory, deadline);
     let init_fault = |f: Fault| Fault::new(FaultKind::Init, f.message);
@@ -125,10 +125,10 @@ pub fn start<W>(
 pub fn start_keyed<W>(
     host: &Host,
     owner: Owner,
-    instantiate: impl FnOnce(&mut Store<St>) -> wasmtime::Result<W>,
-    init: impl FnOnce(&W, &mut Store<St>) -> wasmtime::Result<Result<(), String>>,
-    wanted: impl FnOnce(&W, &mut Store<St>) -> wasmtime::Result<Vec<RequestKey>>,
-) -> Result<(Store<St>, W, Vec<KeySource>), Fault> {
+    instantiate: impl FnOnce(&mut Store<StoreData>) -> wasmtime::Result<W>,
+    init: impl FnOnce(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<(), String>>,
+    wanted: impl FnOnce(&W, &mut Store<StoreData>) -> wasmtime::Result<Vec<RequestKey>>,
+) -> Result<(Store<StoreData>, W, Vec<KeySource>), Fault> {
     let (mut store, world) = start(host, owner, instantiate, init)?;
     let wanted = guarded(&mut store, host.limits.init_deadline, "keys", |s| wanted(&world, s))?;
     let keys = keys::compile(wanted).map_err(|e| Fault::new(FaultKind::Contract, format!("`keys` {e}")))?;
@@ -211,10 +211,10 @@ impl std::fmt::Display for Fault {
 
 /// Runs `call` (the plugin function `what`) on `store` with `deadline`.
 pub fn guarded<R>(
-    store: &mut Store<St>,
+    store: &mut Store<StoreData>,
     deadline: Duration,
     what: &str,
-    call: impl FnOnce(&mut Store<St>) -> wasmtime::Result<R>,
+    call: impl FnOnce(&mut Store<StoreData>) -> wasmtime::Result<R>,
 ) -> Result<R, Fault> {
     let _awake = store.data_mut().begin_call();
     store.set_epoch_deadline(ticks(deadline));
@@ -244,7 +244,7 @@ pub fn guarded<R>(
     }
 }
 
-fn classify(e: &wasmtime::Error, st: &St, what: &str, deadline: Duration) -> Fault {
+fn classify(e: &wasmtime::Error, st: &StoreData, what: &str, deadline: Duration) -> Fault {
     let trap = e.downcast_ref::<Trap>().copied();
     let detail = match &st.last_error {
         Some(logged) => format!("{} ({logged})", first_line(e)),

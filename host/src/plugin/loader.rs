@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::bindings::{balancer, health_evaluator, rate_limiter, retry_policy};
-use super::engine::{PluginEngine, St};
+use super::engine::{PluginEngine, StoreData};
 
 /// A plugin kind: one world of `wit/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,20 +86,20 @@ impl Rejection {
 
 /// Instantiation templates for each world the component implements.
 #[derive(Clone, Default)]
-pub struct Pres {
+pub struct WorldTemplates {
     /// `balancer` (0.1)
-    pub balancer: Option<balancer::BalancerPre<St>>,
+    pub balancer: Option<balancer::BalancerPre<StoreData>>,
     /// `balancer` (0.2)
-    pub balancer2: Option<super::bindings2::balancer::BalancerV2Pre<St>>,
+    pub balancer2: Option<super::bindings2::balancer::BalancerV2Pre<StoreData>>,
     /// `health-evaluator`
-    pub health: Option<health_evaluator::HealthEvaluatorPre<St>>,
+    pub health: Option<health_evaluator::HealthEvaluatorPre<StoreData>>,
     /// `retry-policy`
-    pub retry: Option<retry_policy::RetryPolicyPre<St>>,
+    pub retry: Option<retry_policy::RetryPolicyPre<StoreData>>,
     /// `rate-limiter`
-    pub rate_limit: Option<rate_limiter::RateLimiterPre<St>>,
+    pub rate_limit: Option<rate_limiter::RateLimiterPre<StoreData>>,
 }
 
-impl Pres {
+impl WorldTemplates {
     /// The kinds present.
     pub fn kinds(&self) -> Vec<Kind> {
         let mut k = Vec::new();
@@ -143,7 +143,7 @@ impl Pres {
 /// A compiled, world-checked plugin file.
 pub struct Artifact {
     /// Templates per world.
-    pub pres: Pres,
+    pub pres: WorldTemplates,
     /// Whether the compiled code came from the artifact cache.
     pub from_cache: bool,
 }
@@ -182,7 +182,7 @@ pub fn load(
             format!("wrong world: the component imports something the gateway does not provide: {e:#}"),
         )
     })?;
-    let pres = Pres {
+    let pres = WorldTemplates {
         balancer: balancer::BalancerPre::new(pre.clone()).ok(),
         balancer2: super::bindings2::balancer::BalancerV2Pre::new(pre.clone()).ok(),
         health: health_evaluator::HealthEvaluatorPre::new(pre.clone()).ok(),

@@ -1,5 +1,5 @@
 //! WebAssembly plugins: policies users write in Rust against `wit/` and drop into the
-//! plugins directory (DESIGN.md §5, `docs/plugins.md`).
+//! plugins directory (`docs/plugins.md`).
 //!
 //! - [`engine`]: the process's one wasmtime engine (pooling allocator, epoch ticker) and
 //!   the per-store state with its memory limiter; plugins get no filesystem, network or

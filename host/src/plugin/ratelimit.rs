@@ -25,7 +25,7 @@ use wasmtime::Store;
 
 use super::bindings::rate_limiter::{RateLimiter as World, RateLimiterPre};
 use super::bindings::types::{LimitRequest, LimitState, LimitVerdict};
-use super::engine::{Owner, St};
+use super::engine::{Owner, StoreData};
 use super::instance::{Fault, WarmMap, call_plugin, guarded, on_warm, refused, smoke_failed, start_keyed};
 use super::keys::{self, KeyInput, KeySource};
 use super::loader::{RejectReason, Rejection};
@@ -126,7 +126,7 @@ fn tighter(builtin: Option<RateHeaders>, plugin: Option<RateHeaders>) -> Option<
 }
 
 struct Instance {
-    store: Store<St>,
+    store: Store<StoreData>,
     world: World,
     keys: Vec<KeySource>,
     request: LimitRequest,
@@ -188,7 +188,7 @@ impl PluginLimiter {
     }
 }
 
-fn fresh(host: &Host, pre: &RateLimiterPre<St>, owner: Owner, config: &str) -> Result<Instance, Fault> {
+fn fresh(host: &Host, pre: &RateLimiterPre<StoreData>, owner: Owner, config: &str) -> Result<Instance, Fault> {
     let (store, world, keys) = start_keyed(
         host,
         owner,

@@ -14,7 +14,7 @@ use arc_swap::{ArcSwapOption, Guard};
 use super::counters::{CounterScope, HostCounters};
 use super::engine::{Owner, PluginCtx, PluginEngine};
 use super::instance::Fault;
-use super::loader::{self, Kind, Pres, RejectReason, Rejection};
+use super::loader::{self, Kind, RejectReason, Rejection, WorldTemplates};
 use super::stats::Stats;
 use super::{PluginLimits, balancer, health, ratelimit, retry};
 use crate::fswatch::Fingerprint;
@@ -51,7 +51,7 @@ pub struct Generation {
     /// Hex SHA-256 of the file.
     pub sha256: String,
     /// Instantiation templates.
-    pub pres: Pres,
+    pub pres: WorldTemplates,
     /// When it was swapped in.
     pub loaded_at: SystemTime,
     /// Whether its compiled code came from the cache.

@@ -13,7 +13,7 @@ use wasmtime::Store;
 
 use super::bindings::retry_policy::{RetryPolicy as World, RetryPolicyPre};
 use super::bindings::types;
-use super::engine::{Owner, St};
+use super::engine::{Owner, StoreData};
 use super::instance::{Fault, call_plugin, guarded, refused, smoke_failed, start};
 use super::loader::{RejectReason, Rejection};
 use super::registry::{Generation, Host, PluginUse};
@@ -102,7 +102,12 @@ fn request(ctx: &RetryContext<'_>) -> types::RetryRequest {
 }
 
 /// A fresh, initialised instance.
-fn fresh(host: &Host, pre: &RetryPolicyPre<St>, owner: Owner, config: &str) -> Result<(Store<St>, World), Fault> {
+fn fresh(
+    host: &Host,
+    pre: &RetryPolicyPre<StoreData>,
+    owner: Owner,
+    config: &str,
+) -> Result<(Store<StoreData>, World), Fault> {
     start(
         host,
         owner,

@@ -14,7 +14,7 @@ use super::bindings2::balancer::{BalancerV2 as World, BalancerV2Pre as BalancerP
 use super::bindings2::types::{
     Node, Outcome as WitOutcome, PickRequest, Placement as WitPlacement, RequestAttribute, TryReport,
 };
-use super::engine::{Owner, St};
+use super::engine::{Owner, StoreData};
 use super::instance::{Fault, WarmMap, guarded, on_warm, refused, smoke_failed, start};
 use super::keys::{self, KeyInput, KeySource, MAX_KEYS};
 use super::loader::{RejectReason, Rejection};
@@ -78,7 +78,7 @@ pub fn attribute(attr: &AttrSource, req: &KeyInput<'_>) -> Option<String> {
 
 /// A warm 0.2 balancer instance.
 pub struct Instance {
-    store: Store<St>,
+    store: Store<StoreData>,
     world: World,
     keys: Vec<KeySource>,
     attributes: Vec<AttrSource>,
@@ -94,7 +94,7 @@ thread_local! {
 }
 
 /// A fresh instance: instantiate, `init(config)`, `wants()`.
-fn instantiate(host: &Host, pre: &BalancerPre<St>, owner: Owner, config: &str) -> Result<Instance, Fault> {
+fn instantiate(host: &Host, pre: &BalancerPre<StoreData>, owner: Owner, config: &str) -> Result<Instance, Fault> {
     let (mut store, world) = start(
         host,
         owner,
@@ -228,7 +228,7 @@ fn pick(
 pub fn pick_warm(
     use_: &Arc<PluginUse>,
     generation: &Generation,
-    pre: &BalancerPre<St>,
+    pre: &BalancerPre<StoreData>,
     ctx: &PickContext<'_>,
     health: &[Arc<EndpointHealth>],
 ) -> Result<Option<usize>, Fault> {
@@ -285,7 +285,7 @@ pub fn observe_warm(
 /// Validation of a 0.2 file or config: `init` accepts `config`, then a smoke call
 /// (`wants`, `update` with three nodes, `pick` with every requested key and attribute
 /// present, `observe` if wanted) returns in time with a valid answer.
-pub(super) fn validate(host: &Host, pre: &BalancerPre<St>, owner: Owner, config: &str) -> Result<(), Rejection> {
+pub(super) fn validate(host: &Host, pre: &BalancerPre<StoreData>, owner: Owner, config: &str) -> Result<(), Rejection> {
     let mut inst = instantiate(host, pre, owner, config).map_err(refused)?;
     let deadline = host.limits.call_deadline;
     let smoke = |inst: &mut Instance| -> Result<Option<u32>, Fault> {
