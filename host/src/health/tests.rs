@@ -50,7 +50,8 @@ fn active_and_passive() -> UpstreamPolicy {
     )
 }
 
-fn obs(source: Source, observed: Observed) -> Observation {
+/// An observation with a 1 ms latency and no `Retry-After`.
+pub(crate) fn obs(source: Source, observed: Observed) -> Observation {
     Observation {
         source,
         observed,

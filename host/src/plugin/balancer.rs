@@ -182,13 +182,7 @@ fn pick(
     req.request_id = fastrand::u64(..);
     req.attempt = ctx.excluded.len() as u32 + 1;
     req.excluded.clear();
-    req.excluded.extend(
-        ctx.candidates
-            .list
-            .iter()
-            .map(|c| c.idx)
-            .filter(|i| ctx.excluded.contains(*i as usize)),
-    );
+    req.excluded.extend(tried_candidates(ctx));
     req.keys.clear();
     let input = keys::KeyInput::from_parts(ctx.request.parts, ctx.request.remote);
     req.keys.extend(inst.keys.iter().map(|k| keys::resolve(k, &input)));
@@ -268,4 +262,14 @@ pub(super) fn validate(host: &Host, generation: &Generation, owner: Owner, confi
         )),
         Err(f) => Err(smoke_failed(f)),
     }
+}
+
+/// Candidates of this pick that earlier tries of the request already used (what a
+/// plugin sees as `excluded`).
+pub(super) fn tried_candidates<'a>(ctx: &'a PickContext<'_>) -> impl Iterator<Item = u32> + 'a {
+    ctx.candidates
+        .list
+        .iter()
+        .map(|c| c.idx)
+        .filter(|i| ctx.excluded.contains(*i as usize))
 }

@@ -3,6 +3,7 @@
 //! validation. [`super::balancer::PluginBalancer`] calls it when the serving file
 //! exports the 0.2 world.
 
+use super::balancer::tried_candidates;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -202,13 +203,7 @@ fn pick(
     req.request_id = fastrand::u64(..);
     req.attempt = ctx.excluded.len() as u32 + 1;
     req.excluded.clear();
-    req.excluded.extend(
-        ctx.candidates
-            .list
-            .iter()
-            .map(|c| c.idx)
-            .filter(|i| ctx.excluded.contains(*i as usize)),
-    );
+    req.excluded.extend(tried_candidates(ctx));
     let input = KeyInput::from_parts(ctx.request.parts, ctx.request.remote);
     req.keys.clear();
     req.keys.extend(inst.keys.iter().map(|k| keys::resolve(k, &input)));

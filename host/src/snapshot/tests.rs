@@ -8,16 +8,8 @@ use serde_json::Value;
 use tokio::time::{Instant, advance};
 
 use super::*;
-use crate::health::{Admission, Cause, NodeState, Observation, Observed, Source, upstream_report};
-
-fn obs(source: Source, observed: Observed) -> Observation {
-    Observation {
-        source,
-        observed,
-        latency: Duration::from_millis(1),
-        retry_after: None,
-    }
-}
+use crate::health::tests::obs;
+use crate::health::{Admission, Cause, NodeState, Observed, Source, upstream_report};
 
 /// The upstream's health report, as the admin API shows it.
 fn report(up: &Upstream) -> Value {
