@@ -10,91 +10,76 @@ use serde::{Deserialize, Serialize};
 use super::duration::RawDuration;
 
 /// The whole config document.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawConfig {
     /// This instance's identity and listeners.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<RawGateway>,
     /// Services with their versions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<RawService>,
     /// Gateway groups and the service versions published to them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateway_groups: Vec<RawGroup>,
 }
 
 /// `gateway:` — settings of one gateway instance (flags can override them).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawGateway {
     /// Proxy listen address, `host:port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     /// Admin listener.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<RawAdmin>,
     /// The gateway group this instance serves.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// This instance's zone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// This instance's region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Directory watched for `.wasm` plugins (relative to the config file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins_dir: Option<String>,
     /// Directory for durable state such as quota counters (relative to the config file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<String>,
     /// One log line per request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<bool>,
     /// Largest accepted request body, in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_size: Option<u64>,
     /// Time a client may take to send its request head.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_header_timeout: Option<RawDuration>,
     /// Longest pause while a client sends its request body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_body_timeout: Option<RawDuration>,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<RawDuration>,
     /// Redis connection used by `policy: redis` limits and quotas.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RawRedis>,
     /// Header that names the consumer for `key: consumer` limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_header: Option<String>,
     /// Request header that turns on the decision debug header for one request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug_header: Option<String>,
 }
 
 /// `gateway.admin:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawAdmin {
     /// Admin listen address (loopback by default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     /// Environment variable that holds the bearer token for admin writes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
 }
 
 /// `gateway.redis:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     /// `redis://host:port[/db]`.
     pub url: String,
     /// Time one Redis operation may take before it counts as a failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<RawDuration>,
 }
 
@@ -110,6 +95,7 @@ pub struct RawService {
 }
 
 /// One entry of `services[].versions:`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVersion {
@@ -125,19 +111,17 @@ pub struct RawVersion {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<RawLimit>,
     /// Long-period quota.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<RawQuota>,
     /// Wasm plugins that replace built-in policies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<RawPlugins>,
 }
 
 /// One entry of `routes:`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// Optional route name (shown in metrics and errors).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Exact path, or a prefix ending in `/*`.
     pub uri: String,
@@ -148,336 +132,273 @@ pub struct RawRoute {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     /// Always add the decision debug header to responses of this route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug: Option<bool>,
 }
 
 /// `upstream:` — the template of a service version's upstream.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawUpstream {
     /// Balancer: `roundrobin` | `chash` | `ewma` | `least_conn`.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
     /// chash key source: `vars` | `header` | `cookie` | `query`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<String>,
     /// chash key name (variable, header, cookie or query argument).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Host header sent upstream: `pass` (default) | `node` | `rewrite`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_host: Option<String>,
     /// Host header used with `pass_host: rewrite`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_host: Option<String>,
     /// Per-try timeouts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<RawTimeouts>,
     /// Retries after the first try.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
     /// Overall deadline for all tries of one request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_timeout: Option<RawDuration>,
     /// Retry conditions, backoff and budget.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RawRetry>,
     /// `prefer_local` | `local_only` | `off`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_routing: Option<String>,
     /// Share of the local zone's weight that must be healthy to keep all traffic local.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_local_share: Option<f64>,
     /// Priority failover: `graceful` (capacity based) | `backup` (next tier only when none is healthy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_failover: Option<String>,
     /// Slow start after a node joins or recovers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<RawSlowStart>,
     /// Active and passive health checks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<RawChecks>,
     /// Circuit breaker rules, applied per node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<RawCircuitBreaker>,
     /// Percent of healthy capacity below which the upstream is in panic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub panic_threshold: Option<f64>,
     /// In panic: `fail_open` (all nodes) | `fail` (503).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_panic: Option<String>,
 }
 
 /// `upstream.timeout:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawTimeouts {
     /// TCP connect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<RawDuration>,
     /// Longest pause while sending the request body upstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<RawDuration>,
     /// Wait for the response head, and longest pause in the response body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<RawDuration>,
 }
 
 /// `upstream.retry:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawRetry {
     /// Conditions: `connect_failure`, `reset`, `timeout`, `5xx`, `gateway_error`, or status codes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<Vec<serde_json::Value>>,
     /// Backoff base.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_base: Option<RawDuration>,
     /// Backoff cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_max: Option<RawDuration>,
     /// Longest `Retry-After` honoured before a retry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_max: Option<RawDuration>,
     /// Retry budget: percent of active requests that may be retries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_percent: Option<f64>,
     /// Retry budget: retries always allowed concurrently.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_min_concurrent: Option<u32>,
     /// Request bodies up to this many bytes are kept for replay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_replay_body: Option<u64>,
 }
 
 /// `upstream.slow_start:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawSlowStart {
     /// Ramp duration (0 turns slow start off).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<RawDuration>,
     /// Weight share at the start of the ramp, 0..1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_weight_percent: Option<f64>,
 }
 
 /// `upstream.checks:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawChecks {
     /// Probes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<RawActiveCheck>,
     /// Observation of real traffic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passive: Option<RawPassiveCheck>,
 }
 
 /// `checks.active:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawActiveCheck {
     /// `http` | `tcp`.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
     /// Probe timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<RawDuration>,
     /// Probes in flight at once for this upstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
     /// HTTP method of the probe.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_method: Option<String>,
     /// HTTP path of the probe.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_path: Option<String>,
     /// Host header of the probe (default: the node's host).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Probe this port instead of the node's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Extra request headers, `"Name: value"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req_headers: Option<Vec<String>>,
     /// When a node counts as healthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<RawActiveHealthy>,
     /// When a node counts as unhealthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy: Option<RawActiveUnhealthy>,
 }
 
 /// `checks.active.healthy:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawActiveHealthy {
     /// Probe interval while healthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<RawDuration>,
     /// Consecutive successes that mark a node healthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successes: Option<u32>,
     /// Statuses that count as success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_statuses: Option<Vec<u16>>,
 }
 
 /// `checks.active.unhealthy:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawActiveUnhealthy {
     /// Probe interval while unhealthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<RawDuration>,
     /// Consecutive bad statuses that mark a node unhealthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_failures: Option<u32>,
     /// Consecutive connect failures that mark a node unhealthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_failures: Option<u32>,
     /// Consecutive timeouts that mark a node unhealthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<u32>,
     /// Statuses that count as failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_statuses: Option<Vec<u16>>,
 }
 
 /// `checks.passive:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawPassiveCheck {
     /// `http` | `https` | `tcp` (APISIX's `checks.passive.type`).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
     /// When real traffic shows a node healthy again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<RawPassiveHealthy>,
     /// When real traffic ejects a node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy: Option<RawPassiveUnhealthy>,
     /// First ejection time (multiplied by the number of ejections).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<RawDuration>,
     /// Longest ejection time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_time: Option<RawDuration>,
 }
 
 /// `checks.passive.healthy:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawPassiveHealthy {
     /// Statuses that count as success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_statuses: Option<Vec<u16>>,
     /// Consecutive successes that clear failure counters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successes: Option<u32>,
 }
 
 /// `checks.passive.unhealthy:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawPassiveUnhealthy {
     /// Statuses that count as failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_statuses: Option<Vec<u16>>,
     /// Consecutive bad statuses that eject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_failures: Option<u32>,
     /// Consecutive connect failures that eject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_failures: Option<u32>,
     /// Consecutive timeouts that eject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<u32>,
 }
 
 /// `upstream.circuit_breaker:`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawCircuitBreaker {
     /// Trip rules; any one trips the breaker of a node.
-    #[serde(default)]
     pub rules: Vec<RawBreakerRule>,
 }
 
 /// One breaker rule.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawBreakerRule {
     /// Rule name (for logs and the admin API).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Trip after this many failures in `interval`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
     /// Trip when this percent of requests in `interval` failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<f64>,
     /// Requests needed in `interval` before `percentage` is judged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u32>,
     /// Observation window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<RawDuration>,
     /// Statuses that count as failure: codes or ranges like `"500-599"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_codes: Option<Vec<serde_json::Value>>,
     /// Transport errors that count as failure: `connect_failure`, `timeout`, `reset`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<String>>,
     /// How long a tripped breaker stays open.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trip_duration: Option<RawDuration>,
     /// Stay open for the upstream's `Retry-After` on 429/503 when it is longer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_retry_after: Option<bool>,
 }
 
 /// One entry of `limits:`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
     /// Rule name (defaults to its position).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// What is counted: `remote_addr`, `header:<name>`, `route`, `consumer`, or a comma list.
     pub key: String,
     /// `token_bucket` | `sliding_window`.
     pub algorithm: String,
     /// Token bucket: tokens per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
     /// Token bucket: bucket size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<f64>,
     /// Sliding window: requests per window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     /// Sliding window: window length.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<RawDuration>,
     /// `local` | `redis`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
     /// Count and report without enforcing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<bool>,
     /// Redis policy: how often local counts are synced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_interval: Option<RawDuration>,
     /// Redis policy when Redis is unreachable: `degrade` | `fail_open` | `fail_closed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_store_failure: Option<String>,
 }
 
 /// `quota:`
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQuota {
@@ -488,45 +409,38 @@ pub struct RawQuota {
     /// `hour` | `day` | `month`.
     pub period: String,
     /// `calendar` (default) | `rolling`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alignment: Option<String>,
     /// `local` | `redis`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
     /// How often counts are persisted or synced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_interval: Option<RawDuration>,
     /// Redis policy when Redis is unreachable: `degrade` | `fail_open` | `fail_closed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_store_failure: Option<String>,
 }
 
 /// `plugins:` — Wasm plugins by kind.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawPlugins {
     /// Replaces the balancer's pick.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<RawPluginRef>,
     /// Replaces the health verdict.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<RawPluginRef>,
     /// Replaces the retry decision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RawPluginRef>,
     /// Adds a rate-limit decision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RawPluginRef>,
 }
 
 /// A reference to a plugin by name (its file stem) with its config.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPluginRef {
     /// Plugin name = `.wasm` file stem in `plugins_dir`.
     pub name: String,
     /// Passed to the plugin's `init` as JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
 }
 
@@ -555,6 +469,7 @@ pub struct RawPublished {
 }
 
 /// One upstream node.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNode {
@@ -563,16 +478,12 @@ pub struct RawNode {
     /// TCP port.
     pub port: u32,
     /// Relative weight (0 drains the node).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     /// Zone label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// Region label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Priority tier (higher first).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     /// Free-form tags that plugins can see (e.g. `canary`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
