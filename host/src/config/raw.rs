@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::duration::RawDuration;
+pub use super::raw_tls::{RawCertificate, RawListener, RawTls};
 
 /// The whole config document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,12 @@ pub struct RawGateway {
     /// Proxy listen address, `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Makes `listen` a TLS listener (`docs/tls.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+    /// Several proxy listeners, each plain or TLS (instead of `listen` and `tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Vec<RawListener>>,
     /// Admin listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<RawAdmin>,

@@ -165,10 +165,11 @@ impl Validator {
                 "remote_addr" => HashKey::RemoteAddr,
                 "uri" => HashKey::Uri,
                 "host" => HashKey::Host,
+                "client_cert" => HashKey::Header(http::HeaderName::from_static(CLIENT_CERT_HEADER)),
                 other => {
                     self.error(
                         format!("{path}.key"),
-                        format!("unknown variable {other:?}; expected one of remote_addr, uri, host"),
+                        format!("unknown variable {other:?}; expected one of remote_addr, uri, host, client_cert"),
                     );
                     HashKey::RemoteAddr
                 }

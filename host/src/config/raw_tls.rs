@@ -1,0 +1,56 @@
+//! The TLS parts of the config file as written: `gateway.tls` and
+//! `gateway.listeners` (see `docs/tls.md`). Kept apart from [`super::raw`] so the
+//! listener shape reads in one place; re-exported from there.
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::RawDuration;
+
+/// One entry of `gateway.listeners:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Listen address, `host:port`.
+    pub addr: String,
+    /// Makes this listener a TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+}
+
+/// `tls:` of a listener (or `gateway.tls`, which applies to `gateway.listen`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Certificates with their keys; the first is the default (no or unknown SNI).
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    /// Lowest protocol version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    /// PEM file of the CAs that sign client certificates (turns on mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<String>,
+    /// `required` (default when `client_ca` is set) | `optional`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<String>,
+    /// Session resumption by tickets (default true; always off with `client_ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_tickets: Option<bool>,
+    /// Time a client may take to complete the handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Option<RawDuration>,
+}
+
+/// One entry of `tls.certificates:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM file: the certificate, then its chain.
+    pub cert: String,
+    /// PEM file: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: String,
+    /// Server names this certificate answers (`*.example.com` allowed); default:
+    /// the DNS names of the certificate's subject alternative names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snis: Option<Vec<String>>,
+}
