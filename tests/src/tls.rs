@@ -273,3 +273,63 @@ pub async fn get(addr: SocketAddr, sni: &str, config: &Arc<ClientConfig>, path: 
         resumed,
     })
 }
+
+/// A real HTTPS upstream (HTTP/1.1 over TLS) answering `secure <name>` and, on
+/// request, asking for a client certificate signed by `client_ca`.
+#[derive(Debug)]
+pub struct HttpsUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Handshakes that completed.
+    pub handshakes: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpsUpstream {
+    /// Serves with `identity` on an ephemeral loopback port.
+    pub async fn start(name: &str, identity: &Issued) -> Self {
+        let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(gatehouse::tls::provider().clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (count, body) = (handshakes.clone(), format!("secure {name}"));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (acceptor, count, body) = (acceptor.clone(), count.clone(), body.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let service = hyper::service::service_fn(move |_req| {
+                        let body = body.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                                Bytes::from(body),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, handshakes, task }
+    }
+}
+
+impl Drop for HttpsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

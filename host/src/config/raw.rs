@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::duration::RawDuration;
-pub use super::raw_tls::{RawCertificate, RawListener, RawTls};
+pub use super::raw_tls::{RawCertificate, RawListener, RawTls, RawUpstreamTls};
 
 /// The whole config document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -166,6 +166,12 @@ pub struct RawUpstream {
     /// Balancer: `roundrobin` | `chash` | `ewma` | `least_conn`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Protocol to the nodes: `http` (default) | `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// TLS to the nodes (with `scheme: https`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawUpstreamTls>,
     /// chash key source: `vars` | `header` | `cookie` | `query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<String>,

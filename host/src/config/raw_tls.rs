@@ -54,3 +54,24 @@ pub struct RawCertificate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snis: Option<Vec<String>>,
 }
+
+/// `upstream.tls:` — how the gateway speaks TLS to the nodes (`scheme: https`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// Verify the node's certificate (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    /// PEM file of the CAs trusted for the nodes (default: the Mozilla roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Server name sent and verified (default: the node's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// PEM client certificate presented to the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// PEM key of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+}

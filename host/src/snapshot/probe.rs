@@ -30,7 +30,7 @@ async fn attempt(spec: &ProbeSpec) -> Observed {
     if spec.kind == ProbeKind::Tcp {
         return Observed::Connected;
     }
-    let Ok(mut sender) = pool::handshake::<Empty<Bytes>>(stream).await else {
+    let Ok(mut sender) = pool::handshake::<Empty<Bytes>, _>(stream).await else {
         return Observed::Reset;
     };
     let mut req = Request::new(Empty::new());

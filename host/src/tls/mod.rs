@@ -8,6 +8,7 @@
 //! serving) and swaps it in, so only new handshakes see it. Resumption state is
 //! made once per listener and survives reloads.
 
+pub mod client;
 pub mod metrics;
 pub mod pem;
 pub mod resolver;
@@ -23,8 +24,8 @@ use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use serde::Serialize;
 
-use crate::config::ConfigError;
-use crate::config::model::{Listener, TlsSettings};
+use crate::config::model::{Listener, TlsSettings, UpstreamTls};
+use crate::config::{Config, ConfigError};
 use server::Resumption;
 
 /// Certificates expiring within this many seconds draw a warning from `validate`.
@@ -47,19 +48,49 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Checks the TLS files of every listener (exist, parse, key matches, not
-/// expired). Returns warnings for certificates that expire within 14 days.
-pub fn check(listeners: &[Listener]) -> Result<Vec<String>, Vec<ConfigError>> {
+/// Checks the TLS files of a config: every listener's (exist, parse, key matches,
+/// not expired) and every upstream's (CA, client certificate). Returns warnings
+/// for certificates that expire within 14 days.
+pub fn check(config: &Config) -> Result<Vec<String>, Vec<ConfigError>> {
     let now = unix_now();
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
-    for tls in listeners.iter().filter_map(|l| l.tls.as_deref()) {
+    for tls in config.gateway.listeners.iter().filter_map(|l| l.tls.as_deref()) {
         match server::check(tls, provider(), now, EXPIRY_WARNING) {
             Ok(w) => warnings.extend(w),
             Err(e) => errors.extend(e),
         }
     }
+    for tls in upstream_tls(config) {
+        if let Err(e) = client::UpstreamConnector::build(tls) {
+            errors.extend(e);
+        }
+    }
     if errors.is_empty() { Ok(warnings) } else { Err(errors) }
+}
+
+/// The upstream TLS settings of every service version.
+pub fn upstream_tls(config: &Config) -> impl Iterator<Item = &UpstreamTls> {
+    config
+        .services
+        .values()
+        .flat_map(|s| s.versions.iter())
+        .filter_map(|v| v.upstream.tls.as_deref())
+}
+
+/// Every file a config's TLS settings read (listeners and upstreams), for watching.
+pub fn files(config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = config
+        .gateway
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| t.files())
+        .chain(upstream_tls(config).flat_map(UpstreamTls::files))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// One served certificate, for `/admin/v1/certificates`.

@@ -83,3 +83,40 @@ pub struct ClientAuth {
     /// Whether a client without a certificate is refused.
     pub required: bool,
 }
+
+/// The protocol spoken to an upstream's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// HTTP/1.1 over TCP.
+    #[default]
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+}
+
+/// TLS to an upstream's nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// Verify the node's certificate chain and name.
+    pub verify: bool,
+    /// Trusted CAs (`None`: the Mozilla roots).
+    pub ca_file: Option<PathBuf>,
+    /// Server name to send and verify (`None`: the node's host).
+    pub sni: Option<String>,
+    /// Client certificate and key presented to the nodes.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Key path of this section (`services[0].versions[0].upstream.tls`).
+    pub key_path: String,
+}
+
+impl UpstreamTls {
+    /// Every file these settings read.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.ca_file.iter().cloned().collect();
+        if let Some((c, k)) = &self.client_identity {
+            out.push(c.clone());
+            out.push(k.clone());
+        }
+        out
+    }
+}

@@ -254,6 +254,10 @@ pub struct BreakerRule {
 pub struct UpstreamPolicy {
     /// Balancer.
     pub balancer: BalancerKind,
+    /// Protocol to the nodes.
+    pub scheme: super::Scheme,
+    /// TLS to the nodes (`Some` exactly when `scheme` is `https`).
+    pub tls: Option<std::sync::Arc<super::UpstreamTls>>,
     /// chash key.
     pub hash_key: HashKey,
     /// Host header policy.

@@ -89,6 +89,7 @@ pub fn validate_partial(
 ) -> Result<Config, Vec<ConfigError>> {
     let mut v = Validator {
         broken: broken.clone(),
+        base_dir: base_dir.to_path_buf(),
         ..Validator::default()
     };
     let gateway = v.gateway(raw.gateway.as_ref(), overrides, base_dir);
@@ -120,6 +121,8 @@ pub fn validate_partial(
 pub(super) struct Validator {
     pub(super) errors: Vec<ConfigError>,
     pub(super) broken: Broken,
+    /// Directory relative file names are resolved against.
+    pub(super) base_dir: PathBuf,
 }
 
 pub(super) fn dur(d: &Option<RawDuration>, default: Duration) -> Duration {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Overrides, Validator, defaults, dur};
-use crate::config::model::{CertificateFiles, ClientAuth, Listener, TlsSettings, TlsVersion};
-use crate::config::raw::{RawGateway, RawTls};
+use crate::config::model::{CertificateFiles, ClientAuth, Listener, Scheme, TlsSettings, TlsVersion, UpstreamTls};
+use crate::config::raw::{RawGateway, RawTls, RawUpstream};
 
 /// Default time a client may take to complete a TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,6 +146,63 @@ impl Validator {
             handshake_timeout,
             key_path: path.to_string(),
         })
+    }
+
+    /// `upstream.scheme` and `upstream.tls`.
+    pub(super) fn upstream_scheme(&mut self, u: &RawUpstream, path: &str) -> (Scheme, Option<Arc<UpstreamTls>>) {
+        let scheme = match u.scheme.as_deref().unwrap_or("http") {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            "grpc" | "grpcs" => {
+                self.error(
+                    format!("{path}.scheme"),
+                    "gRPC upstreams (HTTP/2 to the nodes) are not supported yet; expected http or https",
+                );
+                Scheme::Http
+            }
+            other => {
+                self.error(
+                    format!("{path}.scheme"),
+                    format!("unknown scheme {other:?}; expected http or https"),
+                );
+                Scheme::Http
+            }
+        };
+        let tpath = format!("{path}.tls");
+        if scheme == Scheme::Http {
+            if u.tls.is_some() {
+                self.error(tpath, "only allowed with scheme: https");
+            }
+            return (scheme, None);
+        }
+        let raw = u.tls.clone().unwrap_or_default();
+        let sni = raw
+            .sni
+            .as_deref()
+            .and_then(|s| self.server_name(s, &format!("{tpath}.sni")));
+        if sni.as_deref().is_some_and(|s| s.starts_with("*.")) {
+            self.error(format!("{tpath}.sni"), "a wildcard is not a server name to send");
+        }
+        let client_identity = match (&raw.client_cert, &raw.client_key) {
+            (Some(c), Some(k)) => Some((self.base_dir.join(c), self.base_dir.join(k))),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.error(format!("{tpath}.client_key"), "required with client_cert");
+                None
+            }
+            (None, Some(_)) => {
+                self.error(format!("{tpath}.client_cert"), "required with client_key");
+                None
+            }
+        };
+        let tls = UpstreamTls {
+            verify: raw.verify.unwrap_or(true),
+            ca_file: raw.ca_file.as_ref().map(|f| self.base_dir.join(f)),
+            sni,
+            client_identity,
+            key_path: tpath,
+        };
+        (scheme, Some(Arc::new(tls)))
     }
 
     /// A server name for SNI: DNS labels, lower case, optionally `*.` in front.

@@ -134,8 +134,11 @@ impl Validator {
                 OnPanic::FailOpen
             }
         };
+        let (scheme, tls) = self.upstream_scheme(u, path);
         UpstreamPolicy {
             balancer,
+            scheme,
+            tls,
             hash_key,
             pass_host,
             timeouts,
