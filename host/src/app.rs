@@ -30,8 +30,8 @@ use crate::metrics::Metrics;
 use crate::plugin::{PluginRuntime, PluginSettings};
 use crate::proxy::ProxyContext;
 use crate::proxy::server::{ServeOptions, serve};
-use crate::tls::TlsRuntime;
 use crate::snapshot::{self, BuiltinPolicies, LiveRegistry, PolicyHooks, ProbeScheduler, Snapshot};
+use crate::tls::TlsRuntime;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]

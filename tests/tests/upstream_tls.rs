@@ -117,3 +117,66 @@ async fn upstream_tls_settings_are_checked_with_key_paths() {
         "{err}"
     );
 }
+
+fn two_nodes(a: u16, b: u16, tls: &str, verify_probe: bool) -> String {
+    config(a, tls)
+        .replace(
+            "          retries: 0\n",
+            &format!(
+                "          retries: 0\n          checks:\n            active:\n              type: https\n              https_verify_certificate: {verify_probe}\n              timeout: 0.5\n              healthy: {{ interval: 0.1, successes: 1 }}\n              unhealthy: {{ interval: 0.1, tcp_failures: 1 }}\n"
+            ),
+        )
+        .replace(
+            &format!("nodes: [ {{ host: 127.0.0.1, port: {a} }} ]"),
+            &format!("nodes: [ {{ host: 127.0.0.1, port: {a} }}, {{ host: 127.0.0.1, port: {b} }} ]"),
+        )
+}
+
+/// Whether `n` requests in a row all reach the node named `only`.
+async fn only_reaches(gw: &TestGateway, only: &str, n: usize) -> bool {
+    for _ in 0..n {
+        match Client::new().get(&gw.url("/x")).await {
+            Ok(r) if r.status == 200 && r.text() == format!("secure {only}") => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn https_probes_verify_the_certificate_unless_told_not_to() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Backend CA");
+    let stranger = Ca::new("Stranger CA");
+    let ca_file = write(scratch.path(), "backend-ca.pem", &ca.pem);
+    let a = HttpsUpstream::start("a", &ca.server(&["127.0.0.1"], KeyKind::Ecdsa)).await;
+    let b = HttpsUpstream::start("b", &stranger.server(&["127.0.0.1"], KeyKind::Ecdsa)).await;
+    let tls = format!("{{ ca_file: {ca_file} }}");
+    let gw = TestGateway::start(&two_nodes(a.addr.port(), b.addr.port(), &tls, true)).await;
+    // The probe fails b's handshake: b is ejected before any request is sent (so
+    // not by passive checks), and only a serves.
+    let probed = gatehouse_tests::eventually(std::time::Duration::from_secs(10), || async {
+        b.handshakes.load(std::sync::atomic::Ordering::Relaxed) == 0
+            && a.handshakes.load(std::sync::atomic::Ordering::Relaxed) >= 2
+    })
+    .await;
+    assert!(probed, "the https probe did not reach a");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        only_reaches(&gw, "a", 10).await,
+        "b (untrusted certificate) was not ejected by the https probe"
+    );
+    gw.stop().await;
+
+    // Probes and traffic without verification: both nodes stay in.
+    let gw = TestGateway::start(&two_nodes(a.addr.port(), b.addr.port(), "{ verify: false }", false)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let r = Client::new().get(&gw.url("/x")).await.unwrap();
+        assert_eq!(r.status, 200);
+        seen.insert(r.text());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    gw.stop().await;
+}

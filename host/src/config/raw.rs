@@ -292,9 +292,12 @@ pub struct RawChecks {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawActiveCheck {
-    /// `http` | `tcp`.
+    /// `http` | `https` | `tcp`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// `type: https`: verify the node's certificate (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_verify_certificate: Option<bool>,
     /// Probe timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<RawDuration>,

@@ -285,11 +285,12 @@ impl Validator {
             let ap = format!("{path}.active");
             let kind = match a.kind.as_deref().unwrap_or("http") {
                 "http" => ProbeKind::Http,
+                "https" => ProbeKind::Https,
                 "tcp" => ProbeKind::Tcp,
                 other => {
                     self.error(
                         format!("{ap}.type"),
-                        format!("unknown probe type {other:?}; expected one of http, tcp"),
+                        format!("unknown probe type {other:?}; expected one of http, https, tcp"),
                     );
                     ProbeKind::Http
                 }
@@ -367,6 +368,7 @@ impl Validator {
                     &[429, 404, 500, 501, 502, 503, 504, 505],
                     &format!("{ap}.unhealthy.http_statuses"),
                 ),
+                https_verify_certificate: a.https_verify_certificate.unwrap_or(true),
             }
         });
         let passive = c.passive.as_ref().map(|p| {
