@@ -31,6 +31,7 @@ use crate::plugin::{PluginRuntime, PluginSettings};
 use crate::proxy::ProxyContext;
 use crate::proxy::server::{ServeOptions, serve};
 use crate::snapshot::{self, BuiltinPolicies, LiveRegistry, PolicyHooks, ProbeScheduler, Snapshot};
+use crate::tls::TlsRuntime;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub enum StartError {
         /// The address.
         addr: SocketAddr,
     },
+    /// A TLS listener's certificate, key or CA file cannot be used.
+    #[error("TLS files are unusable:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Tls(Vec<crate::config::ConfigError>),
 }
 
 /// How the gateway was started, for the admin API and reloads.
@@ -83,6 +87,8 @@ pub struct AppState {
     pub tiers_changed: Notify,
     /// Active health probes, one task per endpoint with a check.
     pub probes: ProbeScheduler,
+    /// Certificates of the TLS listeners.
+    pub tls: Arc<TlsRuntime>,
     /// The operator-visible event journal (dashboard, `GET /admin/v1/events`).
     pub events: Arc<Events>,
     generation: AtomicU64,
@@ -108,6 +114,12 @@ impl Served for AppState {
     /// swaps it in atomically, and forgets state of endpoints that left.
     fn apply(&self, config: Config) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Err(errors) = self.tls.update(&config.gateway.listeners) {
+            // Checked before apply; files that changed since keep the old certificates.
+            for e in errors {
+                tracing::error!(path = %e.path, "TLS files not replaced: {}", e.message);
+            }
+        }
         let snapshot = Snapshot::build(
             Arc::new(config),
             generation,
@@ -153,6 +165,8 @@ impl Served for AppState {
 pub struct Gateway {
     /// Where the proxy listens.
     pub proxy_addr: SocketAddr,
+    /// Every proxy listener's address, in `gateway.listeners` order.
+    pub listener_addrs: Vec<SocketAddr>,
     /// Where the admin API listens.
     pub admin_addr: SocketAddr,
     /// Shared state.
@@ -230,11 +244,17 @@ impl Gateway {
         if !gw.admin_listen.ip().is_loopback() && admin_token.is_none() {
             return Err(StartError::AdminNotLoopback { addr: gw.admin_listen });
         }
-        let (proxy_listener, proxy_addr) = bind("proxy", gw.listen).await?;
+        let tls = Arc::new(TlsRuntime::start(&gw.listeners).map_err(StartError::Tls)?);
+        let mut proxy_listeners = Vec::with_capacity(gw.listeners.len());
+        for l in &gw.listeners {
+            proxy_listeners.push(bind("proxy", l.addr).await?);
+        }
+        let listener_addrs: Vec<SocketAddr> = proxy_listeners.iter().map(|(_, a)| *a).collect();
+        let proxy_addr = listener_addrs[0];
         let (admin_listener, admin_addr) = bind("admin", gw.admin_listen).await?;
 
         let tracker = TaskTracker::new();
-        let state = build_state(&loaded.config, hooks, plugins, events, &root, &tracker);
+        let state = build_state(&loaded.config, hooks, plugins, events, tls.clone(), &root, &tracker);
         let options = ControlOptions {
             path: options.config_path,
             overrides: options.overrides,
@@ -256,19 +276,26 @@ impl Gateway {
         }
 
         let proxy = root.child_token();
-        let ctx = state.proxy.clone();
-        let proxy_task = tracker.spawn(serve(
-            proxy_listener,
-            move |req, remote| {
+        let opts = ServeOptions {
+            header_timeout: gw.client_header_timeout,
+            grace: gw.shutdown_grace,
+        };
+        let mut proxies = tokio::task::JoinSet::new();
+        for (i, (listener, _)) in proxy_listeners.into_iter().enumerate() {
+            let ctx = state.proxy.clone();
+            let handler = move |req, remote| {
                 let ctx = ctx.clone();
                 async move { crate::proxy::pipeline::handle(&ctx, req, remote).await }
-            },
-            proxy.clone(),
-            ServeOptions {
-                header_timeout: gw.client_header_timeout,
-                grace: gw.shutdown_grace,
-            },
-        ));
+            };
+            proxies.spawn(serve(listener, tls.listener(i), handler, proxy.clone(), opts));
+        }
+        let proxy_task = tracker.spawn(async move {
+            let mut clean = true;
+            while let Some(done) = proxies.join_next().await {
+                clean &= done.unwrap_or(false);
+            }
+            clean
+        });
         let admin = Arc::new(AdminState {
             control: control.clone(),
             proxy: state.proxy.clone(),
@@ -279,6 +306,7 @@ impl Gateway {
             limits: state.live.limits.clone(),
             started: std::time::SystemTime::now(),
             demo: std::sync::OnceLock::new(),
+            tls: tls.clone(),
         });
         spawn_background(&state, admin.clone(), admin_listener, &root, &tracker);
         state.ready.store(true, Ordering::Release);
@@ -292,6 +320,7 @@ impl Gateway {
         );
         Ok(Gateway {
             proxy_addr,
+            listener_addrs,
             admin_addr,
             state,
             control,
@@ -356,6 +385,7 @@ fn build_state(
     hooks: Arc<dyn PolicyHooks>,
     plugins: Option<Arc<PluginRuntime>>,
     events: Arc<Events>,
+    tls: Arc<TlsRuntime>,
     root: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<AppState> {
@@ -364,6 +394,8 @@ fn build_state(
         let collector = crate::plugin::metrics::PluginCollector::new(Arc::downgrade(rt.registry()));
         metrics.register(|r| r.register_collector(Box::new(collector)));
     }
+    let tls_collector = crate::tls::metrics::TlsCollector::new(Arc::downgrade(&tls));
+    metrics.register(|r| r.register_collector(Box::new(tls_collector)));
     let placeholder = Snapshot::build(
         Arc::new(config.clone()),
         0,
@@ -385,6 +417,7 @@ fn build_state(
         ready: Arc::new(AtomicBool::new(false)),
         tiers_changed: Notify::new(),
         probes: ProbeScheduler::new(tokio::runtime::Handle::current(), tracker.clone(), root.clone()),
+        tls,
         events,
         generation: AtomicU64::new(0),
     })
@@ -402,6 +435,7 @@ fn spawn_background(
     tracker.spawn(async move {
         serve(
             admin_listener,
+            None,
             move |req, _remote| admin::handle(admin.clone(), req),
             admin_stop,
             ServeOptions {

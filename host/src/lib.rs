@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod router;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod zone;
 

@@ -136,7 +136,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `gatehouse validate`: the config, then every plugin it names.
+/// `gatehouse validate`: the config, the TLS files it names (exist, parse, keys
+/// match, not expired; a warning within 14 days of expiry), then every plugin it names.
 fn validate(file: &std::path::Path, overrides: Overrides) -> ExitCode {
     let config = match config::load_file(file, &overrides) {
         Ok(c) => c,
@@ -145,6 +146,20 @@ fn validate(file: &std::path::Path, overrides: Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match gatehouse::tls::check(&config.config) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(errors) => {
+            eprintln!("config {} is invalid ({} error(s)):", file.display(), errors.len());
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
     match gatehouse::plugin::check::check_config(&config.config) {
         Ok(problems) if problems.is_empty() => {
             println!("{}: ok", file.display());

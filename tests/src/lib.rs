@@ -6,6 +6,7 @@ pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod redis;
+pub mod tls;
 pub mod upstream;
 
 pub use browser::Browser;

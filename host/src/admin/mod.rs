@@ -56,6 +56,8 @@ pub struct AdminState {
     pub started: SystemTime,
     /// The demo's node switch (`gatehouse demo` only).
     pub demo: OnceLock<Arc<dyn demo::DemoControl>>,
+    /// The TLS listeners' certificates.
+    pub tls: Arc<crate::tls::TlsRuntime>,
 }
 
 /// Handles one admin request.
@@ -100,6 +102,7 @@ async fn dispatch(state: &AdminState, req: Request<Incoming>) -> Result<Response
         Endpoint::Ui { file } => return ui::asset(&file),
         Endpoint::Services => handlers::services(state),
         Endpoint::Plugins => return Ok(plugins::handle(state.plugins.as_deref())),
+        Endpoint::Certificates => serde_json::json!({ "certificates": state.tls.certificates() }),
         Endpoint::Config if parts.method == Method::GET => return handlers::export(ctl, &parts.headers),
         Endpoint::Config => {
             let body = read(body::MAX_CONFIG_BODY).await?;

@@ -60,6 +60,8 @@ pub enum Endpoint {
         /// The asset's file name (`index.html` for `/`).
         file: String,
     },
+    /// `GET /admin/v1/certificates`: served TLS certificates and their expiry.
+    Certificates,
 }
 
 impl Endpoint {
@@ -100,6 +102,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, AdminError> {
             "GET",
         ),
         ["ui", f] if name(f) => (Endpoint::Ui { file: f.to_string() }, "GET"),
+        ["admin", "v1", "certificates"] => (Endpoint::Certificates, "GET"),
         ["admin", "v1", "config"] => (Endpoint::Config, "GET, PUT"),
         ["admin", "v1", "groups", g, "services", s, "nodes"] if name(g) && name(s) => (
             Endpoint::Nodes {

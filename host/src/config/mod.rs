@@ -10,6 +10,7 @@ pub mod immutable;
 pub mod model;
 pub mod parse;
 pub mod raw;
+pub mod raw_tls;
 pub mod store;
 pub mod validate;
 

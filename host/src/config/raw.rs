@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::duration::RawDuration;
+pub use super::raw_tls::{RawCertificate, RawListener, RawTls, RawUpstreamTls};
 
 /// The whole config document.
 #[serde_with::skip_serializing_none]
@@ -31,6 +32,10 @@ pub struct RawConfig {
 pub struct RawGateway {
     /// Proxy listen address, `host:port`.
     pub listen: Option<String>,
+    /// Makes `listen` a TLS listener (`docs/tls.md`).
+    pub tls: Option<RawTls>,
+    /// Several proxy listeners, each plain or TLS (instead of `listen` and `tls`).
+    pub listeners: Option<Vec<RawListener>>,
     /// Admin listener.
     pub admin: Option<RawAdmin>,
     /// The gateway group this instance serves.
@@ -143,6 +148,10 @@ pub struct RawUpstream {
     /// Balancer: `roundrobin` | `chash` | `ewma` | `least_conn`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// Protocol to the nodes: `http` (default) | `https`.
+    pub scheme: Option<String>,
+    /// TLS to the nodes (with `scheme: https`).
+    pub tls: Option<RawUpstreamTls>,
     /// chash key source: `vars` | `header` | `cookie` | `query`.
     pub hash_on: Option<String>,
     /// chash key name (variable, header, cookie or query argument).
@@ -238,9 +247,11 @@ pub struct RawChecks {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawActiveCheck {
-    /// `http` | `tcp`.
+    /// `http` | `https` | `tcp`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// `type: https`: verify the node's certificate (default true).
+    pub https_verify_certificate: Option<bool>,
     /// Probe timeout.
     pub timeout: Option<RawDuration>,
     /// Probes in flight at once for this upstream.

@@ -175,6 +175,12 @@ impl ControlPlane {
         self.path.as_deref()
     }
 
+    /// Files the served config reads besides itself (certificates, keys, CAs): a
+    /// change to one reloads the config, so new files are checked and served.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        crate::tls::files(&self.served.config())
+    }
+
     /// Whether admin writes are persisted (the gateway has a config file).
     pub fn persistent(&self) -> bool {
         self.path.is_some()
@@ -243,6 +249,7 @@ impl ControlPlane {
             .and_then(|text| config::load_str(&text, &name, &self.overrides, &self.base_dir).map_err(|e| e.errors()))
             .and_then(|loaded| {
                 keeps_own_group(&self.served.config(), &loaded.config)?;
+                crate::tls::check(&loaded.config)?;
                 let edits = self.guard_published(&loaded.raw)?;
                 Ok((loaded, edits))
             });
@@ -323,6 +330,12 @@ impl ControlPlane {
         {
             out.push("listen addresses and the admin token take effect at the next restart".to_string());
         }
+        let shape = |c: &config::model::GatewaySettings| -> Vec<_> {
+            c.listeners.iter().map(|l| (l.addr, l.tls.is_some())).collect()
+        };
+        if shape(now) != shape(new) {
+            out.push("listeners (addresses, TLS on or off) take effect at the next restart".to_string());
+        }
         out
     }
 
@@ -375,6 +388,7 @@ impl ControlPlane {
         };
         let loaded = config::load_raw(raw, &self.overrides, &self.base_dir).map_err(|e| WriteError::Invalid(rel(e)))?;
         keeps_own_group(&self.served.config(), &loaded.config).map_err(WriteError::Invalid)?;
+        crate::tls::check(&loaded.config).map_err(WriteError::Invalid)?;
         let edits = self.guard_published(&loaded.raw).map_err(WriteError::Immutable)?;
         if let Some(path) = &self.path {
             let text = render(path, &loaded.raw);

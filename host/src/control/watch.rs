@@ -55,6 +55,8 @@ struct Reloader {
     control: Arc<ControlPlane>,
     path: PathBuf,
     runtime: tokio::runtime::Handle,
+    /// The files the served config reads (certificates, keys, CAs).
+    extra: ExtraFiles,
 }
 
 impl Handler for Reloader {
@@ -64,9 +66,15 @@ impl Handler for Reloader {
 
     fn wake(&mut self, wake: Wake) -> Flow {
         // `Started`: whatever changed between the gateway's load and the watch.
-        if matches!(wake, Wake::Started | Wake::Poll { changed: true }) {
+        let certs_changed = self.extra.changed();
+        if matches!(wake, Wake::Started | Wake::Poll { changed: true }) || certs_changed {
             let _rt = self.runtime.enter();
-            self.control.reload(Cause::FileChange, false);
+            // Fingerprints taken before the reload reads the files, so a write that
+            // lands during the reload (the key after the certificate) is seen.
+            let before = self.extra.refreshed();
+            // A certificate, key or CA changed: reload even if the config did not.
+            self.control.reload(Cause::FileChange, certs_changed);
+            self.extra = before.or_list_of(&self.control);
         }
         Flow::Continue
     }
@@ -90,6 +98,11 @@ pub fn spawn_until(
     if target != path {
         files.push(target);
     }
+    // Certificate files wake the watcher too (their directories get watched); the
+    // handler compares them on every wake, so files a later config names are
+    // seen within a poll period.
+    let extra = ExtraFiles::of(&control);
+    files.extend(extra.files.iter().map(|(f, _)| f.clone()));
     let options = fswatch::Options {
         name: "gatehouse-config-watch".into(),
         what: "config",
@@ -105,6 +118,7 @@ pub fn spawn_until(
         control,
         path: path.clone(),
         runtime,
+        extra,
     };
     match fswatch::Watcher::start(options, set, handler, cancel) {
         Ok(w) => Some(w),
@@ -112,5 +126,50 @@ pub fn spawn_until(
             tracing::warn!(config = %path.display(), error = %e, "cannot start the config watcher");
             None
         }
+    }
+}
+
+/// The files the served config reads (certificates, keys, CAs) with their
+/// fingerprints.
+struct ExtraFiles {
+    files: Vec<(PathBuf, Option<fswatch::Fingerprint>)>,
+}
+
+impl ExtraFiles {
+    fn of(control: &ControlPlane) -> Self {
+        let files = control
+            .watched_files()
+            .into_iter()
+            .map(|f| {
+                let fp = fswatch::Fingerprint::of(&f);
+                (f, fp)
+            })
+            .collect();
+        Self { files }
+    }
+
+    /// The same files with their fingerprints now.
+    fn refreshed(&self) -> Self {
+        let files = self
+            .files
+            .iter()
+            .map(|(f, _)| (f.clone(), fswatch::Fingerprint::of(f)))
+            .collect();
+        Self { files }
+    }
+
+    /// These fingerprints if the served config still reads the same files, else
+    /// the fingerprints of the files it reads now.
+    fn or_list_of(self, control: &ControlPlane) -> Self {
+        let now = control.watched_files();
+        if now.len() == self.files.len() && now.iter().zip(&self.files).all(|(a, (b, _))| a == b) {
+            self
+        } else {
+            Self::of(control)
+        }
+    }
+
+    fn changed(&self) -> bool {
+        self.files.iter().any(|(f, fp)| fswatch::Fingerprint::of(f) != *fp)
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::config::model::{ActiveCheck, Node, ProbeKind};
+use crate::config::model::{ActiveCheck, Node, ProbeKind, UpstreamTls};
 
 /// `User-Agent` of HTTP probes.
 pub const PROBE_USER_AGENT: &str = concat!("gatehouse-health-check/", env!("CARGO_PKG_VERSION"));
@@ -13,7 +13,7 @@ pub const PROBE_USER_AGENT: &str = concat!("gatehouse-health-check/", env!("CARG
 /// Everything one probe of one node needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSpec {
-    /// `tcp` or `http`.
+    /// `tcp`, `http` or `https`.
     pub kind: ProbeKind,
     /// Host to connect to (the node's).
     pub host: String,
@@ -29,6 +29,8 @@ pub struct ProbeSpec {
     pub host_header: HeaderValue,
     /// Extra headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `https` probes: the TLS settings (set by [`ProbeSpec::with_tls`]).
+    pub tls: Option<UpstreamTls>,
 }
 
 impl ProbeSpec {
@@ -50,6 +52,27 @@ impl ProbeSpec {
             path: check.http_path.clone(),
             host_header,
             headers: check.req_headers.clone(),
+            tls: None,
         }
+    }
+
+    /// An `https` probe's TLS: the upstream's `tls` settings (or the defaults) with
+    /// `verify` from `https_verify_certificate`; other kinds are unchanged.
+    pub fn with_tls(mut self, check: &ActiveCheck, upstream: Option<&UpstreamTls>) -> Self {
+        if check.kind != ProbeKind::Https {
+            return self;
+        }
+        let base = upstream.cloned().unwrap_or(UpstreamTls {
+            verify: true,
+            ca_file: None,
+            sni: None,
+            client_identity: None,
+            key_path: "checks.active".to_string(),
+        });
+        self.tls = Some(UpstreamTls {
+            verify: check.https_verify_certificate,
+            ..base
+        });
+        self
     }
 }

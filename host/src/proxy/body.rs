@@ -89,8 +89,8 @@ pub struct ReadIdleTimeout(pub Duration);
 pub struct UpstreamBody {
     inner: Incoming,
     guard: Option<InflightGuard>,
-    /// The connection, handed back to the endpoint's pool when the body ends.
-    conn: Option<SendRequest<TryBody>>,
+    /// The connection and its kind, handed back to the endpoint's pool when the body ends.
+    conn: Option<(SendRequest<TryBody>, u64)>,
     idle: Duration,
     /// Allocated on the first pause, then re-armed in place.
     timer: Option<Pin<Box<Sleep>>>,
@@ -99,8 +99,8 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     /// Wraps a response body; `guard` is released when the body ends or fails, and
-    /// `conn` goes back to the endpoint's pool when it ends cleanly.
-    pub fn new(inner: Incoming, guard: InflightGuard, conn: SendRequest<TryBody>, idle: Duration) -> Self {
+    /// `conn` (with its pool kind) goes back to the endpoint's pool when it ends cleanly.
+    pub fn new(inner: Incoming, guard: InflightGuard, conn: (SendRequest<TryBody>, u64), idle: Duration) -> Self {
         let mut body = Self {
             inner,
             guard: Some(guard),
@@ -117,8 +117,8 @@ impl UpstreamBody {
 
     /// Releases the in-flight count; a clean end returns the connection to the pool.
     fn finish(&mut self, clean: bool) {
-        if let (true, Some(conn), Some(guard)) = (clean, self.conn.take(), self.guard.as_ref()) {
-            guard.state().pool.put(conn);
+        if let (true, Some((conn, kind)), Some(guard)) = (clean, self.conn.take(), self.guard.as_ref()) {
+            guard.state().pool.put(conn, kind);
         }
         self.conn = None;
         self.guard = None;

@@ -55,6 +55,8 @@ pub struct Sent {
     pub response: Response<Incoming>,
     /// The connection.
     pub conn: SendRequest<TryBody>,
+    /// Its pool kind (plain, or TLS under the endpoint's settings).
+    pub kind: u64,
 }
 
 /// Pooled connections that turn out to be closed are replaced this many times
@@ -78,16 +80,24 @@ pub async fn send(
     progress: Option<Arc<Progress>>,
 ) -> Result<Sent, TryError> {
     let timeouts = timers.upstream;
+    let kind = ep.tls.as_ref().map_or(pool::PLAIN, |t| t.kind);
     for _ in 0..STALE_RETRIES {
-        let (mut conn, reused) = match ep.state.pool.take() {
+        let (mut conn, reused) = match ep.state.pool.take(kind) {
             Some(c) => (c, true),
             None => (
-                pool::connect(&ep.target, timeouts.connect).await.map_err(|e| {
-                    tracing::debug!(node = %ep.key.authority, error = %e, "connect failed");
-                    TryError::Connect {
-                        timeout: matches!(e, ConnectError::Timeout(_)),
-                    }
-                })?,
+                pool::connect(&ep.target, &ep.node.host, ep.tls.as_deref(), timeouts.connect)
+                    .await
+                    .map_err(|e| {
+                        if matches!(e, ConnectError::Tls { .. }) {
+                            // A certificate problem is a setup problem: say so where operators look.
+                            tracing::warn!(node = %ep.key.authority, error = %e, "upstream TLS handshake failed");
+                        } else {
+                            tracing::debug!(node = %ep.key.authority, error = %e, "connect failed");
+                        }
+                        TryError::Connect {
+                            timeout: matches!(e, ConnectError::Timeout(_)),
+                        }
+                    })?,
                 false,
             ),
         };
@@ -101,7 +111,7 @@ pub async fn send(
         let connected_ms = now_ms();
         let fut = conn.try_send_request(req);
         match watch(fut, connected_ms, timers, progress.as_deref()).await {
-            Ok(response) => return Ok(Sent { response, conn }),
+            Ok(response) => return Ok(Sent { response, conn, kind }),
             Err(Failure::Timeout) => return Err(TryError::Timeout),
             Err(Failure::ClientStalled) => return Err(TryError::ClientStalled),
             Err(Failure::Hyper(mut e)) => match e.take_message() {

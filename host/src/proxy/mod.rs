@@ -9,6 +9,7 @@ pub mod headers;
 pub mod pipeline;
 pub mod refusal;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 

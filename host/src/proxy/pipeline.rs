@@ -527,7 +527,12 @@ fn finish(
             let (mut parts, body) = sent.response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
             headers::append_via(&mut parts.headers, via);
-            let body = UpstreamBody::new(body, inflight, sent.conn, up.version.upstream.timeouts.read);
+            let body = UpstreamBody::new(
+                body,
+                inflight,
+                (sent.conn, sent.kind),
+                up.version.upstream.timeouts.read,
+            );
             Response::from_parts(parts, Body::Upstream(body))
         }
         Err(e) => {

@@ -1,14 +1,14 @@
 //! Accept loop shared by the proxy and admin listeners: HTTP/1.1 and h2c (prior
-//! knowledge) on one port, a client header timeout, and graceful shutdown.
+//! knowledge) on one port, or TLS with ALPN `h2`/`http/1.1` (the handshake is
+//! [`super::tls::accept`]), a client header timeout, and graceful shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::body::Body;
+use crate::tls::ListenerTls;
 
 /// Connection settings of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -26,10 +27,17 @@ pub struct ServeOptions {
     pub grace: Duration,
 }
 
-/// Serves `handler` on `listener` until `shutdown` is cancelled, then stops
-/// accepting and waits up to `grace` for open connections to finish their
-/// in-flight requests. Returns whether every connection finished in time.
-pub async fn serve<F, Fut>(listener: TcpListener, handler: F, shutdown: CancellationToken, opts: ServeOptions) -> bool
+/// Serves `handler` on `listener` (through TLS when `tls` is given) until
+/// `shutdown` is cancelled, then stops accepting and waits up to `grace` for open
+/// connections to finish their in-flight requests. Returns whether every
+/// connection finished in time.
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    tls: Option<Arc<ListenerTls>>,
+    handler: F,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+) -> bool
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -45,6 +53,7 @@ where
         // callgrind, docs/performance.md); large bodies pay one extra copy.
         .writev(false);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -63,14 +72,20 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let fut = handler(req, remote);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = &tls else {
+            let service = super::tls::service(handler, remote, None);
+            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            spawn_connection(graceful.watch(conn), remote);
+            continue;
+        };
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let Some((stream, identity)) = super::tls::accept(&tls, stream, remote).await else {
+                return;
+            };
+            let service = super::tls::service(handler, remote, identity);
+            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(client = %remote, error = %e, "connection ended with an error");
             }
         });
@@ -83,4 +98,16 @@ where
             false
         }
     }
+}
+
+fn spawn_connection<C, E>(conn: C, remote: SocketAddr)
+where
+    C: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(client = %remote, error = %e, "connection ended with an error");
+        }
+    });
 }

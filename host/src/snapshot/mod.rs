@@ -61,11 +61,15 @@ impl Parts<'_> {
             })
             .collect();
         let states = live.endpoints(&keys);
+        let connector = crate::tls::client::connector_for(version.upstream.tls.as_deref());
         let endpoints: Vec<Arc<Endpoint>> = published
             .nodes
             .iter()
             .zip(&states)
-            .map(|(node, live)| Arc::new(Endpoint::new(service.clone(), node.clone(), live.state.clone())))
+            .map(|(node, live)| {
+                let ep = Endpoint::new(service.clone(), node.clone(), live.state.clone());
+                Arc::new(ep.with_tls(connector.clone()))
+            })
             .collect();
         let cells = states.into_iter().map(|l| l.health).collect();
         let policy = &version.upstream;

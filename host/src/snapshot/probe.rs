@@ -1,4 +1,4 @@
-//! Runs one active probe: a TCP connect, or an HTTP request on a new connection
+//! Runs one active probe: a TCP connect, or an HTTP(S) request on a new connection
 //! made by the pool's `connect` (never a pooled one, so a probe sees what a new
 //! connection sees and pooled connections are not disturbed). The connection is
 //! closed after the answer's head.
@@ -11,16 +11,18 @@ use http_body_util::Empty;
 
 use crate::config::model::ProbeKind;
 use crate::health::{Observed, PROBE_USER_AGENT, ProbeSpec};
+use crate::tls::client::UpstreamConnector;
 use crate::upstream::pool::{self, ConnectError, Target};
 
-/// Runs one probe; a probe that exceeds `timeout` anywhere is a timeout.
-pub async fn run_probe(spec: &ProbeSpec) -> Observed {
-    tokio::time::timeout(spec.timeout, attempt(spec))
+/// Runs one probe (through `tls` for `https` probes); a probe that exceeds
+/// `timeout` anywhere is a timeout.
+pub async fn run_probe(spec: &ProbeSpec, tls: Option<&UpstreamConnector>) -> Observed {
+    tokio::time::timeout(spec.timeout, attempt(spec, tls))
         .await
         .unwrap_or(Observed::Timeout)
 }
 
-async fn attempt(spec: &ProbeSpec) -> Observed {
+async fn attempt(spec: &ProbeSpec, tls: Option<&UpstreamConnector>) -> Observed {
     let target = Target::new(&spec.host, spec.port);
     let stream = match pool::connect_tcp(&target, spec.timeout).await {
         Ok(s) => s,
@@ -30,7 +32,21 @@ async fn attempt(spec: &ProbeSpec) -> Observed {
     if spec.kind == ProbeKind::Tcp {
         return Observed::Connected;
     }
-    let Ok(mut sender) = pool::handshake::<Empty<Bytes>>(stream).await else {
+    let sender = match tls {
+        None => pool::handshake::<Empty<Bytes>, _>(stream).await,
+        Some(tls) => {
+            let Some(name) = tls.server_name(&spec.host) else {
+                return Observed::ConnectFailure;
+            };
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            match connector.connect(name, stream).await {
+                Ok(stream) => pool::handshake::<Empty<Bytes>, _>(stream).await,
+                // An untrusted or wrong certificate: the node cannot be reached safely.
+                Err(_) => return Observed::ConnectFailure,
+            }
+        }
+    };
+    let Ok(mut sender) = sender else {
         return Observed::Reset;
     };
     let mut req = Request::new(Empty::new());
@@ -81,6 +97,7 @@ mod tests {
             unhealthy_tcp_failures: 2,
             unhealthy_timeouts: 3,
             unhealthy_statuses: vec![500],
+            https_verify_certificate: true,
         }
     }
 
@@ -126,7 +143,7 @@ mod tests {
     async fn http_probe_sends_method_path_host_and_headers_and_reads_the_status() {
         let (port, server) = one_shot(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").await;
         let spec = ProbeSpec::new(&check(ProbeKind::Http), &node(port));
-        assert_eq!(run_probe(&spec).await, Observed::Status(503));
+        assert_eq!(run_probe(&spec, None).await, Observed::Status(503));
         let head = server.await.unwrap().to_ascii_lowercase();
         assert!(head.starts_with("head /ready?deep=1 http/1.1\r\n"), "{head}");
         assert!(head.contains("host: probe.example\r\n"), "{head}");
@@ -140,7 +157,7 @@ mod tests {
         let mut c = check(ProbeKind::Http);
         c.timeout = Duration::from_millis(200);
         let spec = ProbeSpec::new(&c, &node(port));
-        assert_eq!(run_probe(&spec).await, Observed::Timeout);
+        assert_eq!(run_probe(&spec, None).await, Observed::Timeout);
 
         let closed = TcpListener::bind("127.0.0.1:0")
             .await
@@ -151,7 +168,7 @@ mod tests {
         c.port = Some(closed);
         let spec = ProbeSpec::new(&c, &node(port));
         assert_eq!(spec.port, closed);
-        assert_eq!(run_probe(&spec).await, Observed::ConnectFailure);
+        assert_eq!(run_probe(&spec, None).await, Observed::ConnectFailure);
     }
 
     #[tokio::test]
@@ -159,9 +176,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let spec = ProbeSpec::new(&check(ProbeKind::Tcp), &node(port));
-        assert_eq!(run_probe(&spec).await, Observed::Connected);
+        assert_eq!(run_probe(&spec, None).await, Observed::Connected);
         drop(listener);
-        assert_eq!(run_probe(&spec).await, Observed::ConnectFailure);
+        assert_eq!(run_probe(&spec, None).await, Observed::ConnectFailure);
     }
 
     #[tokio::test]
@@ -173,6 +190,6 @@ mod tests {
             drop(s);
         });
         let spec = ProbeSpec::new(&check(ProbeKind::Http), &node(port));
-        assert_eq!(run_probe(&spec).await, Observed::Reset);
+        assert_eq!(run_probe(&spec, None).await, Observed::Reset);
     }
 }

@@ -28,6 +28,8 @@ struct ProbeTarget {
     upstream: Arc<Upstream>,
     idx: usize,
     spec: ProbeSpec,
+    /// `https` probes: TLS under the spec's settings (one per upstream).
+    connector: Option<Arc<crate::tls::client::UpstreamConnector>>,
     limit: Arc<Semaphore>,
 }
 
@@ -98,13 +100,18 @@ impl ProbeScheduler {
                     sem
                 }
             };
+            let tls = up.endpoints.first().and_then(|ep| {
+                let spec = ProbeSpec::new(check, &ep.node).with_tls(check, up.version.upstream.tls.as_deref());
+                crate::tls::client::connector_for(spec.tls.as_ref())
+            });
             for (idx, ep) in up.endpoints.iter().enumerate() {
                 wanted.insert(
                     ep.key.clone(),
                     ProbeTarget {
                         upstream: up.clone(),
                         idx,
-                        spec: ProbeSpec::new(check, &ep.node),
+                        spec: ProbeSpec::new(check, &ep.node).with_tls(check, up.version.upstream.tls.as_deref()),
+                        connector: tls.clone(),
                         limit: limit.clone(),
                     },
                 );
@@ -184,7 +191,7 @@ async fn probe_loop(target: Arc<ArcSwap<ProbeTarget>>) {
         let observed = {
             let _permit = t.limit.acquire().await;
             let started = Instant::now();
-            let observed = run_probe(&t.spec).await;
+            let observed = run_probe(&t.spec, t.connector.as_deref()).await;
             (observed, started.elapsed())
         };
         let obs = Observation {

@@ -167,6 +167,8 @@ pub struct Endpoint {
     pub host_header: http::HeaderValue,
     /// Where to connect.
     pub target: Target,
+    /// TLS to this node (`scheme: https`), shared by the upstream's endpoints.
+    pub tls: Option<Arc<crate::tls::client::UpstreamConnector>>,
     /// Live state.
     pub state: Arc<EndpointState>,
 }
@@ -185,9 +187,16 @@ impl Endpoint {
                 .expect("a validated host:port is a URI authority"),
             host_header: http::HeaderValue::from_str(&authority_text).expect("a validated host:port is a header value"),
             target: Target::new(&node.host, node.port),
+            tls: None,
             node,
             state,
         }
+    }
+
+    /// This endpoint, reached through TLS with `connector`.
+    pub fn with_tls(mut self, connector: Option<Arc<crate::tls::client::UpstreamConnector>>) -> Self {
+        self.tls = connector;
+        self
     }
 }
 

@@ -4,7 +4,9 @@
 //! handles whose connection task runs on its own). A try takes the most recently
 //! used one that is still open, or connects anew; the response body hands the
 //! connection back when it ends. The pool lives in the endpoint's live state, so
-//! connections survive config reloads for every endpoint that stays.
+//! connections survive config reloads for every endpoint that stays. Each idle
+//! connection carries the kind of connection it is (plain, or TLS under given
+//! settings): a try only takes one of its own kind.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::tls::client::UpstreamConnector;
 
 /// Idle connections are dropped after this long (below common upstream keep-alive
 /// timeouts, e.g. nginx's 75 s, so the gateway closes first).
@@ -35,11 +39,23 @@ pub enum ConnectError {
     /// The HTTP/1.1 handshake failed.
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
+    /// The TLS handshake failed (untrusted or wrong certificate, no shared protocol).
+    #[error("TLS handshake with {server} failed: {source}")]
+    Tls {
+        /// The server name sent and verified.
+        server: String,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
+
+/// Kind of a plain connection (TLS kinds come from the connector's settings).
+pub const PLAIN: u64 = 0;
 
 struct Idle<B> {
     tx: SendRequest<B>,
     since: Instant,
+    kind: u64,
 }
 
 /// Idle connections of one endpoint.
@@ -62,19 +78,21 @@ impl<B> Default for ConnPool<B> {
 }
 
 impl<B> ConnPool<B> {
-    /// The most recently returned connection that is still open, if any.
-    pub fn take(&self) -> Option<SendRequest<B>> {
+    /// The most recently returned connection of `kind` that is still open, if any.
+    /// Connections of another kind (made under settings no longer served) are
+    /// dropped.
+    pub fn take(&self, kind: u64) -> Option<SendRequest<B>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(c) = idle.pop() {
-            if !c.tx.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+            if c.kind == kind && !c.tx.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
                 return Some(c.tx);
             }
         }
         None
     }
 
-    /// Returns a connection after its response ended.
-    pub fn put(&self, tx: SendRequest<B>) {
+    /// Returns a connection of `kind` after its response ended.
+    pub fn put(&self, tx: SendRequest<B>, kind: u64) {
         if tx.is_closed() {
             return;
         }
@@ -86,6 +104,7 @@ impl<B> ConnPool<B> {
         idle.push(Idle {
             tx,
             since: Instant::now(),
+            kind,
         });
     }
 
@@ -114,15 +133,35 @@ impl Target {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `target` within `timeout` (resolution
-/// included) and starts its connection task.
-pub async fn connect<B>(target: &Target, timeout: Duration) -> Result<SendRequest<B>, ConnectError>
+/// Opens a new HTTP/1.1 connection to `target` within `timeout` (resolution and
+/// the TLS handshake included), through TLS when `tls` is given (`host` names the
+/// node for SNI and verification), and starts its connection task.
+pub async fn connect<B>(
+    target: &Target,
+    host: &str,
+    tls: Option<&UpstreamConnector>,
+    timeout: Duration,
+) -> Result<SendRequest<B>, ConnectError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    handshake(connect_tcp(target, timeout).await?).await
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = connect_tcp(target, timeout).await?;
+    let Some(tls) = tls else {
+        return handshake(stream).await;
+    };
+    let server = tls
+        .server_name(host)
+        .ok_or_else(|| ConnectError::Resolve(format!("{host} is not a TLS server name")))?;
+    let name = server.to_str().into_owned();
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = tokio::time::timeout_at(deadline, connector.connect(server, stream))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))?
+        .map_err(|source| ConnectError::Tls { server: name, source })?;
+    handshake(stream).await
 }
 
 /// Opens a TCP connection to `target` within `timeout` (resolution included), with
@@ -144,12 +183,13 @@ pub async fn connect_tcp(target: &Target, timeout: Duration) -> Result<TcpStream
     Ok(stream)
 }
 
-/// Starts HTTP/1.1 on `stream` and spawns its connection task.
-pub async fn handshake<B>(stream: TcpStream) -> Result<SendRequest<B>, ConnectError>
+/// Starts HTTP/1.1 on `stream` (TCP or TLS) and spawns its connection task.
+pub async fn handshake<B, S>(stream: S) -> Result<SendRequest<B>, ConnectError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Flattened writes, as on the client side (see `proxy::server`).
     let (tx, conn) = http1::Builder::new()
@@ -177,13 +217,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let accepted = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
         let pool = ConnPool::<Empty<Bytes>>::default();
-        assert!(pool.take().is_none());
-        let tx = connect::<Empty<Bytes>>(&Target::Addr(addr), Duration::from_secs(1))
+        assert!(pool.take(PLAIN).is_none());
+        let tx = connect::<Empty<Bytes>>(&Target::Addr(addr), "127.0.0.1", None, Duration::from_secs(1))
             .await
             .unwrap();
-        pool.put(tx);
+        pool.put(tx, PLAIN);
         assert_eq!(pool.idle_count(), 1);
-        assert!(pool.take().is_some(), "an open connection is reused");
+        let tx = pool.take(PLAIN).expect("an open connection is reused");
+        pool.put(tx, PLAIN);
+        assert!(pool.take(7).is_none(), "a connection of another kind is not reused");
+        assert_eq!(pool.idle_count(), 0, "and is dropped");
         let server_side = accepted.await.unwrap().unwrap();
         drop(server_side);
         assert_eq!(pool.idle_count(), 0);
@@ -195,13 +238,23 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let err = connect::<Empty<Bytes>>(&Target::new("127.0.0.1", port), Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let err = connect::<Empty<Bytes>>(
+            &Target::new("127.0.0.1", port),
+            "127.0.0.1",
+            None,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ConnectError::Io(_)), "{err:?}");
-        let err = connect::<Empty<Bytes>>(&Target::new("no-such-host.invalid", 80), Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let err = connect::<Empty<Bytes>>(
+            &Target::new("no-such-host.invalid", 80),
+            "x",
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(
             err,
             ConnectError::Io(_) | ConnectError::Resolve(_) | ConnectError::Timeout(_)

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod limits;
+mod tls;
 mod upstream;
 
 pub use limits::*;
+pub use tls::*;
 pub use upstream::*;
 
 /// A whole validated config.
@@ -45,8 +47,10 @@ impl Config {
 /// Instance settings.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
-    /// Proxy listener.
+    /// Proxy listener (the first of `listeners`).
     pub listen: SocketAddr,
+    /// Every proxy listener, plain or TLS, in file order.
+    pub listeners: Vec<Listener>,
     /// Admin listener.
     pub admin_listen: SocketAddr,
     /// Name of the environment variable holding the admin token.

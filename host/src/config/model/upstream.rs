@@ -119,6 +119,8 @@ pub struct SlowStart {
 pub enum ProbeKind {
     /// HTTP request.
     Http,
+    /// HTTP request over TLS (the upstream's `tls` settings; `https_verify_certificate`).
+    Https,
     /// TCP connect.
     Tcp,
 }
@@ -170,6 +172,8 @@ pub struct ActiveCheck {
     pub unhealthy_timeouts: u32,
     /// Failure statuses.
     pub unhealthy_statuses: Vec<u16>,
+    /// `type: https`: verify the node's certificate.
+    pub https_verify_certificate: bool,
 }
 
 /// Passive health check.
@@ -254,6 +258,10 @@ pub struct BreakerRule {
 pub struct UpstreamPolicy {
     /// Balancer.
     pub balancer: BalancerKind,
+    /// Protocol to the nodes.
+    pub scheme: super::Scheme,
+    /// TLS to the nodes (`Some` exactly when `scheme` is `https`).
+    pub tls: Option<std::sync::Arc<super::UpstreamTls>>,
     /// chash key.
     pub hash_key: HashKey,
     /// Host header policy.

@@ -13,6 +13,8 @@ impl Validator {
             match piece {
                 "remote_addr" => parts.push(KeyPart::RemoteAddr),
                 "route" => parts.push(KeyPart::Route),
+                // The verified client certificate's subject, set by mTLS listeners.
+                "client_cert" => parts.push(KeyPart::Header(http::HeaderName::from_static(CLIENT_CERT_HEADER))),
                 "consumer" => {
                     if gw.consumer_header.is_none() {
                         self.error(path, "key \"consumer\" needs gateway.consumer_header");
@@ -27,7 +29,7 @@ impl Validator {
                     }
                     None => self.error(
                         path,
-                        format!("unknown key {other:?}; expected remote_addr, route, consumer, header:<name> or a comma list"),
+                        format!("unknown key {other:?}; expected remote_addr, route, consumer, client_cert, header:<name> or a comma list"),
                     ),
                 },
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod groups;
 mod limits;
+mod tls;
 mod upstream;
 
 use super::ConfigError;
@@ -88,6 +89,7 @@ pub fn validate_partial(
 ) -> Result<Config, Vec<ConfigError>> {
     let mut v = Validator {
         broken: broken.clone(),
+        base_dir: base_dir.to_path_buf(),
         ..Validator::default()
     };
     let gateway = v.gateway(raw.gateway.as_ref(), overrides, base_dir);
@@ -119,6 +121,8 @@ pub fn validate_partial(
 pub(super) struct Validator {
     pub(super) errors: Vec<ConfigError>,
     pub(super) broken: Broken,
+    /// Directory relative file names are resolved against.
+    pub(super) base_dir: PathBuf,
 }
 
 pub(super) fn dur(d: &Option<RawDuration>, default: Duration) -> Duration {
@@ -164,9 +168,7 @@ impl Validator {
     fn gateway(&mut self, raw: Option<&RawGateway>, o: &Overrides, base: &Path) -> GatewaySettings {
         let empty = RawGateway::default();
         let g = raw.unwrap_or(&empty);
-        let listen = o
-            .listen
-            .unwrap_or_else(|| self.socket_addr(g.listen.as_deref(), defaults::LISTEN, "gateway.listen"));
+        let (listen, listeners) = self.listeners(g, o, base);
         let admin = g.admin.clone().unwrap_or_default();
         let admin_listen = o.admin_listen.unwrap_or_else(|| {
             self.socket_addr(admin.listen.as_deref(), defaults::ADMIN_LISTEN, "gateway.admin.listen")
@@ -210,6 +212,7 @@ impl Validator {
         let label = |over: &Option<String>, value: &Option<String>| over.clone().or(value.clone()).unwrap_or_default();
         GatewaySettings {
             listen,
+            listeners,
             admin_listen,
             admin_token_env: admin.token_env,
             group: Some(label(&o.group, &g.group))

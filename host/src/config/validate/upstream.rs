@@ -134,8 +134,11 @@ impl Validator {
                 OnPanic::FailOpen
             }
         };
+        let (scheme, tls) = self.upstream_scheme(u, path);
         UpstreamPolicy {
             balancer,
+            scheme,
+            tls,
             hash_key,
             pass_host,
             timeouts,
@@ -165,10 +168,11 @@ impl Validator {
                 "remote_addr" => HashKey::RemoteAddr,
                 "uri" => HashKey::Uri,
                 "host" => HashKey::Host,
+                "client_cert" => HashKey::Header(http::HeaderName::from_static(CLIENT_CERT_HEADER)),
                 other => {
                     self.error(
                         format!("{path}.key"),
-                        format!("unknown variable {other:?}; expected one of remote_addr, uri, host"),
+                        format!("unknown variable {other:?}; expected one of remote_addr, uri, host, client_cert"),
                     );
                     HashKey::RemoteAddr
                 }
@@ -281,11 +285,12 @@ impl Validator {
             let ap = format!("{path}.active");
             let kind = match a.kind.as_deref().unwrap_or("http") {
                 "http" => ProbeKind::Http,
+                "https" => ProbeKind::Https,
                 "tcp" => ProbeKind::Tcp,
                 other => {
                     self.error(
                         format!("{ap}.type"),
-                        format!("unknown probe type {other:?}; expected one of http, tcp"),
+                        format!("unknown probe type {other:?}; expected one of http, https, tcp"),
                     );
                     ProbeKind::Http
                 }
@@ -363,6 +368,7 @@ impl Validator {
                     &[429, 404, 500, 501, 502, 503, 504, 505],
                     &format!("{ap}.unhealthy.http_statuses"),
                 ),
+                https_verify_certificate: a.https_verify_certificate.unwrap_or(true),
             }
         });
         let passive = c.passive.as_ref().map(|p| {
