@@ -72,8 +72,6 @@ pub mod defaults {
     pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 }
 
-pub(super) const BALANCERS: &str = "roundrobin, chash, ewma, least_conn";
-
 /// Validates a raw config. `base_dir` anchors relative directories.
 pub fn validate(raw: &RawConfig, overrides: &Overrides, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
     validate_partial(raw, overrides, base_dir, &Broken::default())
@@ -156,6 +154,29 @@ impl Validator {
                 None
             }
         }
+    }
+
+    /// `value` (or `default`) as one of `options`. An unknown value is an error at
+    /// `path` ("unknown {what} ...; expected one of ...") and gives the default's.
+    pub(super) fn choice<T: Copy>(
+        &mut self,
+        value: Option<&str>,
+        default: &str,
+        options: &[(&str, T)],
+        path: impl FnOnce() -> String,
+        what: &str,
+    ) -> T {
+        let find = |v: &str| options.iter().find(|(name, _)| *name == v).map(|(_, t)| *t);
+        let fallback = find(default).expect("the default is one of the options");
+        let v = value.unwrap_or(default);
+        find(v).unwrap_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            self.error(
+                path(),
+                format!("unknown {what} {v:?}; expected one of {}", names.join(", ")),
+            );
+            fallback
+        })
     }
 
     pub(super) fn positive(&mut self, d: Duration, path: &str) -> Duration {

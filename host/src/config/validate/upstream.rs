@@ -2,78 +2,41 @@
 
 use std::time::Duration;
 
-use super::{BALANCERS, Validator, defaults, dur, parse_status_range};
+use super::{Validator, defaults, dur, parse_status_range};
 use crate::config::model::*;
 use crate::config::raw::*;
 
 impl Validator {
     pub(super) fn upstream(&mut self, u: &RawUpstream, path: &str, gw: &GatewaySettings) -> UpstreamPolicy {
-        let balancer = match u.kind.as_deref().unwrap_or("roundrobin") {
-            "roundrobin" => BalancerKind::RoundRobin,
-            "chash" => BalancerKind::Chash,
-            "ewma" => BalancerKind::Ewma,
-            "least_conn" => BalancerKind::LeastConn,
-            other => {
-                self.error(
-                    format!("{path}.type"),
-                    format!("unknown balancer {other:?}; expected one of {BALANCERS}"),
-                );
-                BalancerKind::RoundRobin
-            }
-        };
+        let balancer = self.choice(
+            u.kind.as_deref(),
+            "roundrobin",
+            &[
+                ("roundrobin", BalancerKind::RoundRobin),
+                ("chash", BalancerKind::Chash),
+                ("ewma", BalancerKind::Ewma),
+                ("least_conn", BalancerKind::LeastConn),
+            ],
+            || format!("{path}.type"),
+            "balancer",
+        );
         let hash_key = self.hash_key(u, path, balancer);
-        let pass_host = match (u.pass_host.as_deref().unwrap_or("pass"), &u.upstream_host) {
-            ("pass", None) => PassHost::Pass,
-            ("node", None) => PassHost::Node,
-            ("rewrite", Some(h)) => match http::HeaderValue::from_str(h) {
-                Ok(v) if !h.is_empty() => PassHost::Rewrite(v),
-                _ => {
-                    self.error(format!("{path}.upstream_host"), format!("invalid host {h:?}"));
-                    PassHost::Pass
-                }
-            },
-            ("rewrite", None) => {
-                self.error(
-                    format!("{path}.upstream_host"),
-                    "required when pass_host is \"rewrite\"",
-                );
-                PassHost::Pass
-            }
-            ("pass" | "node", Some(_)) => {
-                self.error(format!("{path}.upstream_host"), "only allowed with pass_host: rewrite");
-                PassHost::Pass
-            }
-            (other, _) => {
-                self.error(
-                    format!("{path}.pass_host"),
-                    format!("unknown value {other:?}; expected one of pass, node, rewrite"),
-                );
-                PassHost::Pass
-            }
-        };
-        let t = u.timeout.clone().unwrap_or_default();
-        let timeouts = Timeouts {
-            connect: self.positive(
-                dur(&t.connect, defaults::CONNECT_TIMEOUT),
-                &format!("{path}.timeout.connect"),
-            ),
-            send: self.positive(dur(&t.send, defaults::SEND_TIMEOUT), &format!("{path}.timeout.send")),
-            read: self.positive(dur(&t.read, defaults::READ_TIMEOUT), &format!("{path}.timeout.read")),
-        };
+        let pass_host = self.pass_host(u, path);
+        let timeouts = self.timeouts(u, path);
         let retry = self.retry(u, path);
-        let zone_routing = match u.zone_routing.as_deref() {
-            None if gw.zone.is_empty() => ZoneRouting::Off,
-            None | Some("prefer_local") => ZoneRouting::PreferLocal,
-            Some("local_only") => ZoneRouting::LocalOnly,
-            Some("off") => ZoneRouting::Off,
-            Some(other) => {
-                self.error(
-                    format!("{path}.zone_routing"),
-                    format!("unknown value {other:?}; expected one of prefer_local, local_only, off"),
-                );
-                ZoneRouting::Off
-            }
-        };
+        // Without a zone of its own the gateway has nothing to prefer.
+        let zone_default = if gw.zone.is_empty() { "off" } else { "prefer_local" };
+        let zone_routing = self.choice(
+            u.zone_routing.as_deref(),
+            zone_default,
+            &[
+                ("prefer_local", ZoneRouting::PreferLocal),
+                ("local_only", ZoneRouting::LocalOnly),
+                ("off", ZoneRouting::Off),
+            ],
+            || format!("{path}.zone_routing"),
+            "value",
+        );
         let min_local_share = u.min_local_share.unwrap_or(0.5);
         if !(0.0..=1.0).contains(&min_local_share) {
             self.error(
@@ -81,29 +44,17 @@ impl Validator {
                 format!("{min_local_share} is not between 0 and 1"),
             );
         }
-        let priority_failover = match u.priority_failover.as_deref().unwrap_or("graceful") {
-            "graceful" => PriorityFailover::Graceful,
-            "backup" => PriorityFailover::Backup,
-            other => {
-                self.error(
-                    format!("{path}.priority_failover"),
-                    format!("unknown value {other:?}; expected one of graceful, backup"),
-                );
-                PriorityFailover::Graceful
-            }
-        };
-        let ss = u.slow_start.clone().unwrap_or_default();
-        let min_weight = ss.min_weight_percent.unwrap_or(10.0);
-        if !(0.0..=100.0).contains(&min_weight) {
-            self.error(
-                format!("{path}.slow_start.min_weight_percent"),
-                format!("{min_weight} is not between 0 and 100"),
-            );
-        }
-        let slow_start = SlowStart {
-            window: dur(&ss.window, Duration::ZERO),
-            min_weight: min_weight / 100.0,
-        };
+        let priority_failover = self.choice(
+            u.priority_failover.as_deref(),
+            "graceful",
+            &[
+                ("graceful", PriorityFailover::Graceful),
+                ("backup", PriorityFailover::Backup),
+            ],
+            || format!("{path}.priority_failover"),
+            "value",
+        );
+        let slow_start = self.slow_start(u, path);
         let checks = self.checks(u.checks.as_ref(), &format!("{path}.checks"));
         let breaker = u
             .circuit_breaker
@@ -123,17 +74,13 @@ impl Validator {
                 format!("{panic_threshold} is not a percentage (0-100)"),
             );
         }
-        let on_panic = match u.on_panic.as_deref().unwrap_or("fail_open") {
-            "fail_open" => OnPanic::FailOpen,
-            "fail" => OnPanic::Fail,
-            other => {
-                self.error(
-                    format!("{path}.on_panic"),
-                    format!("unknown value {other:?}; expected one of fail_open, fail"),
-                );
-                OnPanic::FailOpen
-            }
-        };
+        let on_panic = self.choice(
+            u.on_panic.as_deref(),
+            "fail_open",
+            &[("fail_open", OnPanic::FailOpen), ("fail", OnPanic::Fail)],
+            || format!("{path}.on_panic"),
+            "value",
+        );
         let (scheme, tls) = self.upstream_scheme(u, path);
         UpstreamPolicy {
             balancer,
@@ -279,145 +226,215 @@ impl Validator {
         }
     }
 
+    /// `pass_host` and `upstream_host` at `path`.
+    fn pass_host(&mut self, u: &RawUpstream, path: &str) -> PassHost {
+        match (u.pass_host.as_deref().unwrap_or("pass"), &u.upstream_host) {
+            ("pass", None) => PassHost::Pass,
+            ("node", None) => PassHost::Node,
+            ("rewrite", Some(h)) => match http::HeaderValue::from_str(h) {
+                Ok(v) if !h.is_empty() => PassHost::Rewrite(v),
+                _ => {
+                    self.error(format!("{path}.upstream_host"), format!("invalid host {h:?}"));
+                    PassHost::Pass
+                }
+            },
+            ("rewrite", None) => {
+                self.error(
+                    format!("{path}.upstream_host"),
+                    "required when pass_host is \"rewrite\"",
+                );
+                PassHost::Pass
+            }
+            ("pass" | "node", Some(_)) => {
+                self.error(format!("{path}.upstream_host"), "only allowed with pass_host: rewrite");
+                PassHost::Pass
+            }
+            (other, _) => {
+                self.error(
+                    format!("{path}.pass_host"),
+                    format!("unknown value {other:?}; expected one of pass, node, rewrite"),
+                );
+                PassHost::Pass
+            }
+        }
+    }
+
+    /// `timeout` at `path`.
+    fn timeouts(&mut self, u: &RawUpstream, path: &str) -> Timeouts {
+        let t = u.timeout.clone().unwrap_or_default();
+        Timeouts {
+            connect: self.positive(
+                dur(&t.connect, defaults::CONNECT_TIMEOUT),
+                &format!("{path}.timeout.connect"),
+            ),
+            send: self.positive(dur(&t.send, defaults::SEND_TIMEOUT), &format!("{path}.timeout.send")),
+            read: self.positive(dur(&t.read, defaults::READ_TIMEOUT), &format!("{path}.timeout.read")),
+        }
+    }
+
+    /// `slow_start` at `path`.
+    fn slow_start(&mut self, u: &RawUpstream, path: &str) -> SlowStart {
+        let ss = u.slow_start.clone().unwrap_or_default();
+        let min_weight = ss.min_weight_percent.unwrap_or(10.0);
+        if !(0.0..=100.0).contains(&min_weight) {
+            self.error(
+                format!("{path}.slow_start.min_weight_percent"),
+                format!("{min_weight} is not between 0 and 100"),
+            );
+        }
+        SlowStart {
+            window: dur(&ss.window, Duration::ZERO),
+            min_weight: min_weight / 100.0,
+        }
+    }
+
+    /// `checks.active` at `ap`.
+    fn active_check(&mut self, a: &RawActiveCheck, ap: &str) -> ActiveCheck {
+        let kind = self.choice(
+            a.kind.as_deref(),
+            "http",
+            &[
+                ("http", ProbeKind::Http),
+                ("https", ProbeKind::Https),
+                ("tcp", ProbeKind::Tcp),
+            ],
+            || format!("{ap}.type"),
+            "probe type",
+        );
+        let h = a.healthy.clone().unwrap_or_default();
+        let u = a.unhealthy.clone().unwrap_or_default();
+        let http_path = a.http_path.clone().unwrap_or_else(|| "/".to_string());
+        if !http_path.starts_with('/') {
+            self.error(format!("{ap}.http_path"), format!("{http_path:?} must start with '/'"));
+        }
+        let http_method = match http::Method::from_bytes(a.http_method.as_deref().unwrap_or("GET").as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                self.error(format!("{ap}.http_method"), "invalid HTTP method");
+                http::Method::GET
+            }
+        };
+        let req_headers = a
+            .req_headers
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let parsed = line.split_once(':').and_then(|(n, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
+                        http::HeaderValue::from_str(v.trim()).ok()?,
+                    ))
+                });
+                if parsed.is_none() {
+                    self.error(
+                        format!("{ap}.req_headers[{i}]"),
+                        format!("expected \"Name: value\", found {line:?}"),
+                    );
+                }
+                parsed
+            })
+            .collect();
+        let successes = h.successes.unwrap_or(2);
+        let counts = [
+            ("healthy.successes", successes),
+            ("unhealthy.http_failures", u.http_failures.unwrap_or(5)),
+            ("unhealthy.tcp_failures", u.tcp_failures.unwrap_or(2)),
+            ("unhealthy.timeouts", u.timeouts.unwrap_or(3)),
+        ];
+        for (field, n) in counts {
+            if !(1..=254).contains(&n) {
+                self.error(format!("{ap}.{field}"), format!("{n} is not between 1 and 254"));
+            }
+        }
+        ActiveCheck {
+            kind,
+            timeout: self.positive(dur(&a.timeout, Duration::from_secs(1)), &format!("{ap}.timeout")),
+            concurrency: a.concurrency.unwrap_or(10).max(1),
+            http_method,
+            http_path,
+            host: a.host.clone(),
+            port: a.port,
+            req_headers,
+            healthy_interval: self.positive(
+                dur(&h.interval, Duration::from_secs(1)),
+                &format!("{ap}.healthy.interval"),
+            ),
+            healthy_successes: successes,
+            healthy_statuses: self.statuses(&h.http_statuses, &[200, 302], &format!("{ap}.healthy.http_statuses")),
+            unhealthy_interval: self.positive(
+                dur(&u.interval, Duration::from_secs(1)),
+                &format!("{ap}.unhealthy.interval"),
+            ),
+            unhealthy_http_failures: u.http_failures.unwrap_or(5),
+            unhealthy_tcp_failures: u.tcp_failures.unwrap_or(2),
+            unhealthy_timeouts: u.timeouts.unwrap_or(3),
+            unhealthy_statuses: self.statuses(
+                &u.http_statuses,
+                &[429, 404, 500, 501, 502, 503, 504, 505],
+                &format!("{ap}.unhealthy.http_statuses"),
+            ),
+            https_verify_certificate: a.https_verify_certificate.unwrap_or(true),
+        }
+    }
+
+    /// `checks.passive` at `pp`.
+    fn passive_check(&mut self, p: &RawPassiveCheck, pp: &str) -> PassiveCheck {
+        let h = p.healthy.clone().unwrap_or_default();
+        let u = p.unhealthy.clone().unwrap_or_default();
+        let base = dur(&p.base_ejection_time, Duration::from_secs(30));
+        let max = dur(&p.max_ejection_time, Duration::from_secs(300).max(base));
+        if max < base {
+            self.error(
+                format!("{pp}.max_ejection_time"),
+                "must not be smaller than base_ejection_time",
+            );
+        }
+        let mut healthy_statuses: Vec<u16> = (200..=208).collect();
+        healthy_statuses.push(226);
+        healthy_statuses.extend(300..=308);
+        let kind = self.choice(
+            p.kind.as_deref(),
+            "http",
+            &[
+                ("http", PassiveKind::Http),
+                ("https", PassiveKind::Https),
+                ("tcp", PassiveKind::Tcp),
+            ],
+            || format!("{pp}.type"),
+            "passive check type",
+        );
+        PassiveCheck {
+            kind,
+            healthy_statuses: self.statuses(
+                &h.http_statuses,
+                &healthy_statuses,
+                &format!("{pp}.healthy.http_statuses"),
+            ),
+            healthy_successes: h.successes.unwrap_or(5),
+            unhealthy_statuses: self.statuses(
+                &u.http_statuses,
+                &[429, 500, 503],
+                &format!("{pp}.unhealthy.http_statuses"),
+            ),
+            unhealthy_http_failures: u.http_failures.unwrap_or(5),
+            unhealthy_tcp_failures: u.tcp_failures.unwrap_or(2),
+            unhealthy_timeouts: u.timeouts.unwrap_or(7),
+            base_ejection_time: self.positive(base, &format!("{pp}.base_ejection_time")),
+            max_ejection_time: max,
+        }
+    }
+
     pub(super) fn checks(&mut self, c: Option<&RawChecks>, path: &str) -> Checks {
         let Some(c) = c else { return Checks::default() };
-        let active = c.active.as_ref().map(|a| {
-            let ap = format!("{path}.active");
-            let kind = match a.kind.as_deref().unwrap_or("http") {
-                "http" => ProbeKind::Http,
-                "https" => ProbeKind::Https,
-                "tcp" => ProbeKind::Tcp,
-                other => {
-                    self.error(
-                        format!("{ap}.type"),
-                        format!("unknown probe type {other:?}; expected one of http, https, tcp"),
-                    );
-                    ProbeKind::Http
-                }
-            };
-            let h = a.healthy.clone().unwrap_or_default();
-            let u = a.unhealthy.clone().unwrap_or_default();
-            let http_path = a.http_path.clone().unwrap_or_else(|| "/".to_string());
-            if !http_path.starts_with('/') {
-                self.error(format!("{ap}.http_path"), format!("{http_path:?} must start with '/'"));
-            }
-            let http_method = match http::Method::from_bytes(a.http_method.as_deref().unwrap_or("GET").as_bytes()) {
-                Ok(m) => m,
-                Err(_) => {
-                    self.error(format!("{ap}.http_method"), "invalid HTTP method");
-                    http::Method::GET
-                }
-            };
-            let req_headers = a
-                .req_headers
-                .iter()
-                .flatten()
-                .enumerate()
-                .filter_map(|(i, line)| {
-                    let parsed = line.split_once(':').and_then(|(n, v)| {
-                        Some((
-                            http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
-                            http::HeaderValue::from_str(v.trim()).ok()?,
-                        ))
-                    });
-                    if parsed.is_none() {
-                        self.error(
-                            format!("{ap}.req_headers[{i}]"),
-                            format!("expected \"Name: value\", found {line:?}"),
-                        );
-                    }
-                    parsed
-                })
-                .collect();
-            let successes = h.successes.unwrap_or(2);
-            let counts = [
-                ("healthy.successes", successes),
-                ("unhealthy.http_failures", u.http_failures.unwrap_or(5)),
-                ("unhealthy.tcp_failures", u.tcp_failures.unwrap_or(2)),
-                ("unhealthy.timeouts", u.timeouts.unwrap_or(3)),
-            ];
-            for (field, n) in counts {
-                if !(1..=254).contains(&n) {
-                    self.error(format!("{ap}.{field}"), format!("{n} is not between 1 and 254"));
-                }
-            }
-            ActiveCheck {
-                kind,
-                timeout: self.positive(dur(&a.timeout, Duration::from_secs(1)), &format!("{ap}.timeout")),
-                concurrency: a.concurrency.unwrap_or(10).max(1),
-                http_method,
-                http_path,
-                host: a.host.clone(),
-                port: a.port,
-                req_headers,
-                healthy_interval: self.positive(
-                    dur(&h.interval, Duration::from_secs(1)),
-                    &format!("{ap}.healthy.interval"),
-                ),
-                healthy_successes: successes,
-                healthy_statuses: self.statuses(&h.http_statuses, &[200, 302], &format!("{ap}.healthy.http_statuses")),
-                unhealthy_interval: self.positive(
-                    dur(&u.interval, Duration::from_secs(1)),
-                    &format!("{ap}.unhealthy.interval"),
-                ),
-                unhealthy_http_failures: u.http_failures.unwrap_or(5),
-                unhealthy_tcp_failures: u.tcp_failures.unwrap_or(2),
-                unhealthy_timeouts: u.timeouts.unwrap_or(3),
-                unhealthy_statuses: self.statuses(
-                    &u.http_statuses,
-                    &[429, 404, 500, 501, 502, 503, 504, 505],
-                    &format!("{ap}.unhealthy.http_statuses"),
-                ),
-                https_verify_certificate: a.https_verify_certificate.unwrap_or(true),
-            }
-        });
-        let passive = c.passive.as_ref().map(|p| {
-            let pp = format!("{path}.passive");
-            let h = p.healthy.clone().unwrap_or_default();
-            let u = p.unhealthy.clone().unwrap_or_default();
-            let base = dur(&p.base_ejection_time, Duration::from_secs(30));
-            let max = dur(&p.max_ejection_time, Duration::from_secs(300).max(base));
-            if max < base {
-                self.error(
-                    format!("{pp}.max_ejection_time"),
-                    "must not be smaller than base_ejection_time",
-                );
-            }
-            let mut healthy_statuses: Vec<u16> = (200..=208).collect();
-            healthy_statuses.push(226);
-            healthy_statuses.extend(300..=308);
-            let kind = match p.kind.as_deref().unwrap_or("http") {
-                "http" => PassiveKind::Http,
-                "https" => PassiveKind::Https,
-                "tcp" => PassiveKind::Tcp,
-                other => {
-                    self.error(
-                        format!("{pp}.type"),
-                        format!("unknown passive check type {other:?}; expected one of http, https, tcp"),
-                    );
-                    PassiveKind::Http
-                }
-            };
-            PassiveCheck {
-                kind,
-                healthy_statuses: self.statuses(
-                    &h.http_statuses,
-                    &healthy_statuses,
-                    &format!("{pp}.healthy.http_statuses"),
-                ),
-                healthy_successes: h.successes.unwrap_or(5),
-                unhealthy_statuses: self.statuses(
-                    &u.http_statuses,
-                    &[429, 500, 503],
-                    &format!("{pp}.unhealthy.http_statuses"),
-                ),
-                unhealthy_http_failures: u.http_failures.unwrap_or(5),
-                unhealthy_tcp_failures: u.tcp_failures.unwrap_or(2),
-                unhealthy_timeouts: u.timeouts.unwrap_or(7),
-                base_ejection_time: self.positive(base, &format!("{pp}.base_ejection_time")),
-                max_ejection_time: max,
-            }
-        });
+        let active = c
+            .active
+            .as_ref()
+            .map(|a| self.active_check(a, &format!("{path}.active")));
+        let passive = c
+            .passive
+            .as_ref()
+            .map(|p| self.passive_check(p, &format!("{path}.passive")));
         Checks { active, passive }
     }
 
