@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::config::model::GatewaySettings;
 use crate::config::{Config, Loaded, Overrides};
 use crate::control::{Cause, ControlEvent, ControlOptions, ControlPlane, ReloadOutcome, Served};
 use crate::events::Events;
@@ -260,42 +261,10 @@ impl Gateway {
             overrides: options.overrides,
             allow_published_edits: options.allow_published_edits,
         };
-        let control = ControlPlane::start(state.clone(), loaded, options);
-        state.events.config(state.generation(), "startup", None);
-        state.proxy.metrics.config_reload(true);
-        // Catch a change made to the file since it was loaded, then watch it.
-        control.reload_async(Cause::FileChange, false).await;
-        let runtime = tokio::runtime::Handle::current();
-        if let Some(watcher) = crate::control::watch::spawn_until(control.clone(), runtime, &root) {
-            // Cancelling stops the watcher thread; joining it is blocking work.
-            let root = root.clone();
-            tracker.spawn(async move {
-                root.cancelled().await;
-                let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;
-            });
-        }
-
+        let control = start_control(&state, loaded, options, &root, &tracker).await;
         let proxy = root.child_token();
-        let opts = ServeOptions {
-            header_timeout: gw.client_header_timeout,
-            grace: gw.shutdown_grace,
-        };
-        let mut proxies = tokio::task::JoinSet::new();
-        for (i, (listener, _)) in proxy_listeners.into_iter().enumerate() {
-            let ctx = state.proxy.clone();
-            let handler = move |req, remote| {
-                let ctx = ctx.clone();
-                async move { crate::proxy::pipeline::handle(&ctx, req, remote).await }
-            };
-            proxies.spawn(serve(listener, tls.listener(i), handler, proxy.clone(), opts));
-        }
-        let proxy_task = tracker.spawn(async move {
-            let mut clean = true;
-            while let Some(done) = proxies.join_next().await {
-                clean &= done.unwrap_or(false);
-            }
-            clean
-        });
+        let listeners = proxy_listeners.into_iter().map(|(l, _)| l).collect();
+        let proxy_task = spawn_proxies(&state, &gw, listeners, &tls, &proxy, &tracker);
         let admin = Arc::new(AdminState {
             control: control.clone(),
             proxy: state.proxy.clone(),
@@ -469,4 +438,62 @@ async fn refresh_tiers(state: Arc<AppState>, shutdown: CancellationToken) {
         }
         state.snapshot().refresh_tiers();
     }
+}
+
+/// The control plane: serves the loaded config (or the cache, see
+/// `control::published`), catches a change made to the file since it was loaded,
+/// then watches the file under the shutdown tree.
+async fn start_control(
+    state: &Arc<AppState>,
+    loaded: Loaded,
+    options: ControlOptions,
+    root: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Arc<ControlPlane> {
+    let control = ControlPlane::start(state.clone(), loaded, options);
+    state.events.config(state.generation(), "startup", None);
+    state.proxy.metrics.config_reload(true);
+    control.reload_async(Cause::FileChange, false).await;
+    let runtime = tokio::runtime::Handle::current();
+    if let Some(watcher) = crate::control::watch::spawn_until(control.clone(), runtime, root) {
+        // Cancelling stops the watcher thread; joining it is blocking work.
+        let root = root.clone();
+        tracker.spawn(async move {
+            root.cancelled().await;
+            let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;
+        });
+    }
+    control
+}
+
+/// Serves every proxy listener until `proxy` is cancelled; the task answers whether
+/// all of them drained within the grace period.
+fn spawn_proxies(
+    state: &Arc<AppState>,
+    gw: &GatewaySettings,
+    listeners: Vec<TcpListener>,
+    tls: &Arc<TlsRuntime>,
+    proxy: &CancellationToken,
+    tracker: &TaskTracker,
+) -> JoinHandle<bool> {
+    let opts = ServeOptions {
+        header_timeout: gw.client_header_timeout,
+        grace: gw.shutdown_grace,
+    };
+    let mut proxies = tokio::task::JoinSet::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let ctx = state.proxy.clone();
+        let handler = move |req, remote| {
+            let ctx = ctx.clone();
+            async move { crate::proxy::pipeline::handle(&ctx, req, remote).await }
+        };
+        proxies.spawn(serve(listener, tls.listener(i), handler, proxy.clone(), opts));
+    }
+    tracker.spawn(async move {
+        let mut clean = true;
+        while let Some(done) = proxies.join_next().await {
+            clean &= done.unwrap_or(false);
+        }
+        clean
+    })
 }
