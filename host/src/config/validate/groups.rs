@@ -6,6 +6,9 @@ use super::{Validator, defaults, valid_name};
 use crate::config::model::*;
 use crate::config::raw::*;
 
+/// (host pattern, method, uri) -> the service that first published it in a group.
+type RouteOwners = HashMap<(Option<HostPattern>, Option<http::Method>, UriPattern), String>;
+
 impl Validator {
     pub(super) fn groups(&mut self, raw: &[RawGroup], services: &BTreeMap<String, Service>) -> BTreeMap<String, Group> {
         let mut out = BTreeMap::new();
@@ -21,8 +24,7 @@ impl Validator {
             let mut published = Vec::new();
             let mut seen: HashMap<&str, usize> = HashMap::new();
             // (host pattern, method, uri) -> where it was first published, to catch conflicts.
-            let mut route_owner: HashMap<(Option<HostPattern>, Option<http::Method>, UriPattern), String> =
-                HashMap::new();
+            let mut route_owner = RouteOwners::new();
             for (k, p) in g.services.iter().enumerate() {
                 let pp = format!("{path}.services[{k}]");
                 if let Some(j) = seen.insert(&p.service, k) {
@@ -64,36 +66,7 @@ impl Validator {
                             );
                         }
                         Some(v) => {
-                            for r in &v.routes {
-                                let hosts: Vec<Option<HostPattern>> = if r.hosts.is_empty() {
-                                    vec![None]
-                                } else {
-                                    r.hosts.iter().cloned().map(Some).collect()
-                                };
-                                let methods: Vec<Option<http::Method>> = if r.methods.is_empty() {
-                                    vec![None]
-                                } else {
-                                    r.methods.iter().cloned().map(Some).collect()
-                                };
-                                for h in &hosts {
-                                    for m in &methods {
-                                        let key = (h.clone(), m.clone(), r.uri.clone());
-                                        if let Some(owner) = route_owner.get(&key) {
-                                            if owner != &p.service {
-                                                self.error(
-                                                    format!("{pp}.service"),
-                                                    format!(
-                                                        "route {} of {:?} conflicts with the same route of {owner:?} in group {:?}",
-                                                        r.name, p.service, g.name
-                                                    ),
-                                                );
-                                            }
-                                        } else {
-                                            route_owner.insert(key, p.service.clone());
-                                        }
-                                    }
-                                }
-                            }
+                            self.route_conflicts(v, &p.service, &g.name, &pp, &mut route_owner);
                         }
                     },
                 }
@@ -113,6 +86,41 @@ impl Validator {
             );
         }
         out
+    }
+
+    /// Records the routes of `v` (published as `service` at `pp`) in `owners`; a
+    /// route another service of `group` already has is an error.
+    fn route_conflicts(&mut self, v: &ServiceVersion, service: &str, group: &str, pp: &str, owners: &mut RouteOwners) {
+        for r in &v.routes {
+            let hosts: Vec<Option<HostPattern>> = if r.hosts.is_empty() {
+                vec![None]
+            } else {
+                r.hosts.iter().cloned().map(Some).collect()
+            };
+            let methods: Vec<Option<http::Method>> = if r.methods.is_empty() {
+                vec![None]
+            } else {
+                r.methods.iter().cloned().map(Some).collect()
+            };
+            for h in &hosts {
+                for m in &methods {
+                    let key = (h.clone(), m.clone(), r.uri.clone());
+                    if let Some(owner) = owners.get(&key) {
+                        if owner != service {
+                            self.error(
+                                format!("{pp}.service"),
+                                format!(
+                                    "route {} of {:?} conflicts with the same route of {owner:?} in group {:?}",
+                                    r.name, service, group
+                                ),
+                            );
+                        }
+                    } else {
+                        owners.insert(key, service.to_string());
+                    }
+                }
+            }
+        }
     }
 
     pub(super) fn nodes(&mut self, raw: &[RawNode], path: &str) -> Vec<Node> {

@@ -24,36 +24,7 @@ impl Validator {
         let pass_host = self.pass_host(u, path);
         let timeouts = self.timeouts(u, path);
         let retry = self.retry(u, path);
-        // Without a zone of its own the gateway has nothing to prefer.
-        let zone_default = if gw.zone.is_empty() { "off" } else { "prefer_local" };
-        let zone_routing = self.choice(
-            u.zone_routing.as_deref(),
-            zone_default,
-            &[
-                ("prefer_local", ZoneRouting::PreferLocal),
-                ("local_only", ZoneRouting::LocalOnly),
-                ("off", ZoneRouting::Off),
-            ],
-            || format!("{path}.zone_routing"),
-            "value",
-        );
-        let min_local_share = u.min_local_share.unwrap_or(0.5);
-        if !(0.0..=1.0).contains(&min_local_share) {
-            self.error(
-                format!("{path}.min_local_share"),
-                format!("{min_local_share} is not between 0 and 1"),
-            );
-        }
-        let priority_failover = self.choice(
-            u.priority_failover.as_deref(),
-            "graceful",
-            &[
-                ("graceful", PriorityFailover::Graceful),
-                ("backup", PriorityFailover::Backup),
-            ],
-            || format!("{path}.priority_failover"),
-            "value",
-        );
+        let (zone_routing, min_local_share, priority_failover) = self.zones(u, path, gw);
         let slow_start = self.slow_start(u, path);
         let checks = self.checks(u.checks.as_ref(), &format!("{path}.checks"));
         let breaker = u
@@ -67,20 +38,7 @@ impl Validator {
                     .collect()
             })
             .unwrap_or_default();
-        let panic_threshold = u.panic_threshold.unwrap_or(0.0);
-        if !(0.0..=100.0).contains(&panic_threshold) {
-            self.error(
-                format!("{path}.panic_threshold"),
-                format!("{panic_threshold} is not a percentage (0-100)"),
-            );
-        }
-        let on_panic = self.choice(
-            u.on_panic.as_deref(),
-            "fail_open",
-            &[("fail_open", OnPanic::FailOpen), ("fail", OnPanic::Fail)],
-            || format!("{path}.on_panic"),
-            "value",
-        );
+        let (panic_threshold, on_panic) = self.panic(u, path);
         let (scheme, tls) = self.upstream_scheme(u, path);
         UpstreamPolicy {
             balancer,
@@ -270,6 +228,60 @@ impl Validator {
             send: self.positive(dur(&t.send, defaults::SEND_TIMEOUT), &format!("{path}.timeout.send")),
             read: self.positive(dur(&t.read, defaults::READ_TIMEOUT), &format!("{path}.timeout.read")),
         }
+    }
+
+    /// `zone_routing`, `min_local_share` and `priority_failover` at `path`.
+    fn zones(&mut self, u: &RawUpstream, path: &str, gw: &GatewaySettings) -> (ZoneRouting, f64, PriorityFailover) {
+        // Without a zone of its own the gateway has nothing to prefer.
+        let zone_default = if gw.zone.is_empty() { "off" } else { "prefer_local" };
+        let zone_routing = self.choice(
+            u.zone_routing.as_deref(),
+            zone_default,
+            &[
+                ("prefer_local", ZoneRouting::PreferLocal),
+                ("local_only", ZoneRouting::LocalOnly),
+                ("off", ZoneRouting::Off),
+            ],
+            || format!("{path}.zone_routing"),
+            "value",
+        );
+        let min_local_share = u.min_local_share.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&min_local_share) {
+            self.error(
+                format!("{path}.min_local_share"),
+                format!("{min_local_share} is not between 0 and 1"),
+            );
+        }
+        let priority_failover = self.choice(
+            u.priority_failover.as_deref(),
+            "graceful",
+            &[
+                ("graceful", PriorityFailover::Graceful),
+                ("backup", PriorityFailover::Backup),
+            ],
+            || format!("{path}.priority_failover"),
+            "value",
+        );
+        (zone_routing, min_local_share, priority_failover)
+    }
+
+    /// `panic_threshold` and `on_panic` at `path`.
+    fn panic(&mut self, u: &RawUpstream, path: &str) -> (f64, OnPanic) {
+        let panic_threshold = u.panic_threshold.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&panic_threshold) {
+            self.error(
+                format!("{path}.panic_threshold"),
+                format!("{panic_threshold} is not a percentage (0-100)"),
+            );
+        }
+        let on_panic = self.choice(
+            u.on_panic.as_deref(),
+            "fail_open",
+            &[("fail_open", OnPanic::FailOpen), ("fail", OnPanic::Fail)],
+            || format!("{path}.on_panic"),
+            "value",
+        );
+        (panic_threshold, on_panic)
     }
 
     /// `slow_start` at `path`.
