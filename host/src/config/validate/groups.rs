@@ -167,3 +167,41 @@ impl Validator {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Overrides, load_str};
+
+    fn errors(text: &str) -> Vec<(String, String)> {
+        match load_str(text, "t", &Overrides::default(), Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.errors().into_iter().map(|e| (e.path, e.message)).collect(),
+        }
+    }
+
+    const TWO: &str = r#"
+gateway: { group: g }
+services:
+  - name: a
+    versions: [ { version: "1", routes: [ { uri: "/x/*", methods: [GET] } ] } ]
+  - name: b
+    versions: [ { version: "1", routes: [ { uri: "/x/*", methods: [@M@] } ] } ]
+gateway_groups:
+  - name: g
+    services:
+      - { service: a, version: "1", nodes: [ { host: h, port: 1 } ] }
+      - { service: b, version: "1", nodes: [ { host: h, port: 2 } ] }
+"#;
+
+    #[test]
+    fn two_services_with_the_same_route_in_one_group_conflict() {
+        let errs = errors(&TWO.replace("@M@", "GET"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "gateway_groups[0].services[1].service");
+        assert!(errs[0].1.contains("conflicts with the same route of \"a\""), "{errs:?}");
+        // Another method is another route.
+        assert!(errors(&TWO.replace("@M@", "POST")).is_empty());
+    }
+}
