@@ -77,6 +77,27 @@ fn store(gw: &TestGateway) -> Arc<gatehouse::ratelimit::store::Store> {
         .expect("gateway.redis is configured")
 }
 
+/// Two units sharing the version's `limits:`/`quota:` (`version_extra`) through
+/// one Redis, in front of one upstream, both counting the other live.
+struct SharedPair {
+    redis: TestRedis,
+    _up: TestUpstream,
+    a: TestGateway,
+    b: TestGateway,
+}
+
+impl SharedPair {
+    async fn start(version_extra: &str) -> Self {
+        let redis = TestRedis::start().await;
+        let up = TestUpstream::start("a").await;
+        let yaml = config(&redis_gateway(&redis), version_extra, up.port());
+        let a = TestGateway::start(&yaml).await;
+        let b = TestGateway::start(&yaml).await;
+        wait_shared(&[&a, &b], 2).await;
+        Self { redis, _up: up, a, b }
+    }
+}
+
 async fn wait_shared(units: &[&TestGateway], live: u32) {
     wait_until("every unit counts the others live", Duration::from_secs(10), || {
         units
@@ -226,16 +247,16 @@ async fn fit_in_window(window: Duration, needed: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_units_share_a_limit_within_ten_percent() {
-    let redis = TestRedis::start().await;
-    let up = TestUpstream::start("a").await;
     let limits = r#"
         limits:
           - { name: shared, key: route, algorithm: sliding_window, count: 100, window: 10, policy: redis }
 "#;
-    let yaml = config(&redis_gateway(&redis), limits, up.port());
-    let a = TestGateway::start(&yaml).await;
-    let b = TestGateway::start(&yaml).await;
-    wait_shared(&[&a, &b], 2).await;
+    let SharedPair {
+        redis: _redis,
+        _up,
+        a,
+        b,
+    } = SharedPair::start(limits).await;
     let run = Duration::from_secs(3);
     fit_in_window(Duration::from_secs(10), run + Duration::from_secs(2)).await;
     let counts: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -275,17 +296,17 @@ async fn two_units_share_a_limit_within_ten_percent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_token_bucket_and_quota() {
-    let redis = TestRedis::start().await;
-    let up = TestUpstream::start("a").await;
     let extra = r#"
         limits:
           - { name: bucket, key: "header:x-tenant", algorithm: token_bucket, rate: 0.01, burst: 20, policy: redis }
         quota: { key: "header:x-user", calls: 10, period: day, policy: redis, sync_interval: 0.1 }
 "#;
-    let yaml = config(&redis_gateway(&redis), extra, up.port());
-    let a = TestGateway::start(&yaml).await;
-    let b = TestGateway::start(&yaml).await;
-    wait_shared(&[&a, &b], 2).await;
+    let SharedPair {
+        redis: _redis,
+        _up,
+        a,
+        b,
+    } = SharedPair::start(extra).await;
     let client = Client::new();
     // Bucket: 20 tokens for the tenant across both units (users differ, so the
     // quota does not interfere). Unshared, the three rounds would admit 15 + 15 + 5;
@@ -332,16 +353,11 @@ async fn shared_token_bucket_and_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_degrades_to_a_share_and_recovers() {
-    let mut redis = TestRedis::start().await;
-    let up = TestUpstream::start("a").await;
     let limits = r#"
         limits:
           - { name: phase, key: "header:x-phase", algorithm: sliding_window, count: 40, window: 3600, policy: redis }
 "#;
-    let yaml = config(&redis_gateway(&redis), limits, up.port());
-    let a = TestGateway::start(&yaml).await;
-    let b = TestGateway::start(&yaml).await;
-    wait_shared(&[&a, &b], 2).await;
+    let SharedPair { mut redis, _up, a, b } = SharedPair::start(limits).await;
     let client = Client::new();
     let shared_run = |key: &'static str| {
         let (client, ua, ub) = (client.clone(), a.url("/p"), b.url("/p"));
@@ -445,4 +461,53 @@ gateway_groups:
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
     assert_eq!(passed(&client, &gw.url("/open/x"), &[], 5).await, 5, "fail_open admits");
     gw.stop().await;
+}
+
+/// The admin view of a Redis rule shows the keys this unit tracks with the use
+/// the whole group made of them: what unit a counted reaches unit b's view
+/// through Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_rule_usage_shows_the_group_count() {
+    let limits = r#"
+        limits:
+          - { name: shared, key: remote_addr, algorithm: sliding_window, count: 1000, window: 60, policy: redis }
+"#;
+    let SharedPair {
+        redis: _redis,
+        _up,
+        a,
+        b,
+    } = SharedPair::start(limits).await;
+    let client = Client::new();
+    assert_eq!(passed(&client, &a.url("/x"), &[], 20).await, 20);
+    assert_eq!(passed(&client, &b.url("/x"), &[], 1).await, 1);
+    let usage_on_b = || async {
+        let rl = client
+            .get(&format!("{}/admin/v1/ratelimits", b.admin))
+            .await
+            .unwrap()
+            .json();
+        rl["services"][0]["rules"][0]["usage"].clone()
+    };
+    let start = Instant::now();
+    let usage = loop {
+        let usage = usage_on_b().await;
+        if usage["busiest"][0]["used"].as_u64().unwrap_or(0) >= 21 {
+            break usage;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "unit b never saw unit a's 20 requests: {usage}"
+        );
+        // Each request on b syncs its key with Redis again.
+        passed(&client, &b.url("/x"), &[], 1).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    assert_eq!(usage["shared"], true, "{usage}");
+    assert_eq!(usage["keys"], 1, "{usage}");
+    assert_eq!(usage["busiest"][0]["key"], "127.0.0.1", "{usage}");
+    assert_eq!(usage["busiest"][0]["limit"], 1000, "{usage}");
+    assert!(usage["busiest"][0]["used"].as_u64().unwrap() <= 40, "{usage}");
+    a.stop().await;
+    b.stop().await;
 }

@@ -36,7 +36,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct RuleUsage {
     /// Rule name.
     pub name: String,
-    /// Counted in Redis (no per-key view here).
+    /// Counted in Redis: `busiest` is this unit's view as of its last sync.
     pub shared: bool,
     /// Keys tracked in this process.
     pub keys: usize,
@@ -167,9 +167,11 @@ impl LimitRegistry {
 
     /// The counting state of `service`'s rules, by rule name: for a local rule the
     /// number of keys tracked and the `top` busiest as (key, used, limit); for a
-    /// shared (Redis) rule `None`, as its counts live in Redis.
+    /// shared (Redis) rule the keys this unit tracks, their use read from its view
+    /// of the Redis counts as of the last sync.
     pub fn usage(&self, service: &str, top: usize) -> Vec<RuleUsage> {
-        let now = self.clock.now().mono_ns;
+        let clock_now = self.clock.now();
+        let now = clock_now.mono_ns;
         let prefix = format!("{service}\x1f");
         let inner = self.lock();
         let mut out: Vec<RuleUsage> = inner
@@ -188,12 +190,15 @@ impl LimitRegistry {
                             busiest,
                         }
                     }
-                    Counting::Shared(_) => RuleUsage {
-                        name,
-                        shared: true,
-                        keys: 0,
-                        busiest: Vec::new(),
-                    },
+                    Counting::Shared(r) => {
+                        let (keys, busiest) = r.busiest(clock_now, top);
+                        RuleUsage {
+                            name,
+                            shared: true,
+                            keys,
+                            busiest,
+                        }
+                    }
                 })
             })
             .collect();

@@ -39,6 +39,12 @@ local function register(units_k, unit, now, want, held, ttl)
   end
 end
 
+-- What this unit holds after the call: its kept grant and the new one.
+local function mine(want, keep, grant)
+  if want then return keep + grant end
+  return 0
+end
+
 local function share(avail, keep, n_others, n_live, first)
   if avail <= 0 then return 0 end
   local divisor = n_others + 1
@@ -51,7 +57,8 @@ end
 /// Sliding window. KEYS per item: current window, previous window, units.
 /// ARGV: unit, now, n_live, stale, count, prev_weight, ttl, then per item:
 /// push, push_old, ret, ret_old, keep, want, first.
-/// Returns per item `{grant, cur, prev}`.
+/// Returns per item `{grant, cur, prev, reserved}` (`reserved`: the grants every
+/// live unit holds, counted in `cur` but not yet used).
 pub fn window() -> String {
     format!(
         "{UNITS_LUA}{}",
@@ -71,15 +78,15 @@ for i = 0, #KEYS / 3 - 1 do
     redis.call('SET', prev_k, prev, 'PX', ttl)
   end
   local cur = math.max(0, tonumber(redis.call('GET', cur_k) or '0') + push - ret)
-  local n = others(units_k, unit, now, stale)
+  local n, held = others(units_k, unit, now, stale)
   local grant = 0
   if want then
     grant = share(math.floor(count - prev * weight - cur), keep, n, n_live, first)
   end
   cur = cur + grant
   redis.call('SET', cur_k, cur, 'PX', ttl)
-  register(units_k, unit, now, want, 0, ttl)
-  out[#out + 1] = {grant, cur, prev}
+  register(units_k, unit, now, want, keep + grant, ttl)
+  out[#out + 1] = {grant, cur, prev, held + mine(want, keep, grant)}
 end
 return out
 "#
@@ -91,7 +98,8 @@ return out
 /// push, ret, keep, want, first.
 /// Tokens held as grants by live units count against the bucket's room, so the
 /// pool plus every unit's holding never exceeds `burst`.
-/// Returns per item `{grant, tokens (string), ts}`.
+/// Returns per item `{grant, tokens (string), ts, reserved}` (`reserved`: the
+/// tokens every live unit holds as grants).
 pub fn bucket() -> String {
     format!(
         "{UNITS_LUA}{}",
@@ -123,7 +131,7 @@ for i = 0, #KEYS / 2 - 1 do
   redis.call('HSET', k, 'tokens', string.format('%.6f', tokens), 'ts', string.format('%d', ts))
   redis.call('PEXPIRE', k, ttl)
   register(units_k, unit, now, want, keep + grant, ttl)
-  out[#out + 1] = {grant, string.format('%.6f', tokens), ts}
+  out[#out + 1] = {grant, string.format('%.6f', tokens), ts, held + mine(want, keep, grant)}
 end
 return out
 "#
@@ -136,7 +144,8 @@ return out
 /// (the period start the unit counted in, 0 if unknown).
 /// A period that ended (or a newer calendar period) starts from zero; returns and
 /// kept grants of another period are ignored.
-/// Returns per item `{grant, count, start, end}`.
+/// Returns per item `{grant, count, start, end, reserved}` (`reserved`: the
+/// grants every live unit holds, counted in `count` but not yet used).
 pub fn quota() -> String {
     format!(
         "{UNITS_LUA}{}",
@@ -161,7 +170,7 @@ for i = 0, #KEYS / 2 - 1 do
     ret, keep = 0, 0
   end
   cnt = math.max(0, cnt + push - ret)
-  local n = others(units_k, unit, now, stale)
+  local n, held = others(units_k, unit, now, stale)
   local grant = 0
   if want then
     grant = share(calls - cnt, keep, n, n_live, first)
@@ -169,8 +178,8 @@ for i = 0, #KEYS / 2 - 1 do
   cnt = cnt + grant
   redis.call('HSET', k, 'start', string.format('%d', start), 'end', string.format('%d', fin), 'count', cnt)
   redis.call('PEXPIREAT', k, fin + 86400000)
-  register(units_k, unit, now, want, 0, math.max(stale * 4, 60000))
-  out[#out + 1] = {grant, cnt, start, fin}
+  register(units_k, unit, now, want, keep + grant, math.max(stale * 4, 60000))
+  out[#out + 1] = {grant, cnt, start, fin, held + mine(want, keep, grant)}
 end
 return out
 "#

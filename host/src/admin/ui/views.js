@@ -202,10 +202,11 @@ export function renderRateLimits(el, state) {
         h("h3", {}, rule.name, " ", h("span", { class: "muted" },
           `key ${rule.key} · ${rule.algorithm || ""} ${rule.rate ? "rate " + rule.rate : ""} ${rule.burst ? "burst " + rule.burst : ""} ${rule.count ? "count " + rule.count : ""} ${rule.window ? "window " + rule.window : ""} · ${rule.policy || "local"}${rule.shadow ? " · shadow" : ""}`)),
         !rule.usage ? h("p", { class: "muted" }, "no requests counted yet") :
-          rule.usage.shared ? h("p", { class: "muted" }, "counted in Redis, shared by the group") :
+          h("div", {},
+            rule.usage.shared ? h("p", { class: "muted" }, "counted in Redis, shared by the group: used as of this unit's last sync") : null,
             h("table", {}, h("thead", {}, h("tr", {}, ["key", "used", "limit"].map((c) => h("th", {}, c)))),
               h("tbody", {}, rule.usage.busiest.map((k) => h("tr", {}, h("td", { class: "mono" }, k.key),
-                h("td", { class: "num" }, k.used), h("td", { class: "num" }, k.limit))))),
+                h("td", { class: "num" }, k.used), h("td", { class: "num" }, k.limit)))))),
       )),
       s.quota ? h("p", {}, "quota: ", h("span", { class: "mono" }, JSON.stringify(s.quota))) : null)));
 }

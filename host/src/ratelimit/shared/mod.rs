@@ -329,6 +329,39 @@ impl SharedRule {
         });
     }
 
+    /// The `top` keys that used the most at `now`, as (key, used, limit): the group's
+    /// use as of this unit's last sync (taken from the limit, less the grants units
+    /// held unused), plus what this unit admitted since. Reading changes nothing.
+    pub fn busiest(&self, now: Now, top: usize) -> (usize, Vec<(String, u64, u64)>) {
+        let algo = &self.algo;
+        let limit = algo.limit();
+        let t = now.wall_ms;
+        let mut keys = Vec::new();
+        self.table.scan(|key, e| {
+            keys.push((key.to_string(), self.used(e, t), limit));
+            true
+        });
+        let total = keys.len();
+        keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        keys.truncate(top);
+        (total, keys)
+    }
+
+    /// A key's use: see [`SharedRule::busiest`].
+    fn used(&self, e: &Entry, t: u64) -> u64 {
+        let algo = &self.algo;
+        let limit = algo.limit();
+        let epoch = algo.epoch(&e.view, t);
+        let taken = limit as f64 - algo.remaining(&e.view, epoch, t);
+        let (reserved, since) = if e.view.known && epoch == e.view.epoch && epoch == e.epoch {
+            (e.view.reserved, e.view.held.saturating_sub(e.grant))
+        } else {
+            (0.0, 0)
+        };
+        let group = (taken - reserved).max(0.0) as u64;
+        group.saturating_add(since).saturating_add(e.unsynced).min(limit)
+    }
+
     /// Drops settled keys; returns live keys evicted for room so far.
     pub fn sweep(&self, now_ms: u64) -> u64 {
         self.table.sweep(now_ms);
@@ -396,7 +429,7 @@ mod tests {
         assert_eq!((it.push, it.want, it.first, it.epoch), (1, true, true, t / 10_000));
         // The reply grants 3; they are admitted locally, then the unit is warm and
         // admits one more while it asks again.
-        rule.apply(&items, &[vec![3.0, 8.0, 0.0]]);
+        rule.apply(&items, &[vec![3.0, 8.0, 0.0, 3.0]]);
         assert!(admitted(rule.acquire("k", now(t))));
         assert!(rule.urgent.lock().unwrap().is_empty());
         assert!(admitted(rule.acquire("k", now(t))));
@@ -428,7 +461,7 @@ mod tests {
         // Two more while the sync is in flight.
         assert!(admitted(rule.acquire("k", now(t))));
         assert!(admitted(rule.acquire("k", now(t))));
-        rule.apply(&items, &[vec![3.0, 4.0, 0.0]]);
+        rule.apply(&items, &[vec![3.0, 4.0, 0.0, 3.0]]);
         rule.table.get("k", |e| assert_eq!((e.grant, e.unsynced), (1, 0)));
         // The view shows 96 left: a prefetch is requested as the grant runs out.
         let n = (0..10).filter(|_| admitted(rule.acquire("k", now(t)))).count();
@@ -441,7 +474,7 @@ mod tests {
         let t = 1_000_000;
         assert!(admitted(rule.acquire("k", now(t))));
         let items = rule.collect(t, true);
-        rule.apply(&items, &[vec![4.0, 5.0, 0.0]]);
+        rule.apply(&items, &[vec![4.0, 5.0, 0.0, 4.0]]);
         assert!(admitted(rule.acquire("k", now(t))));
         // Next window: 3 unused granted slots go back to the old window's key.
         let t2 = t + 10_000;
@@ -457,7 +490,7 @@ mod tests {
         let t = 1_000_000;
         assert!(admitted(rule.acquire("k", now(t))));
         let items = rule.collect(t, true);
-        rule.apply(&items, &[vec![4.0, 5.0, 0.0]]);
+        rule.apply(&items, &[vec![4.0, 5.0, 0.0, 4.0]]);
         let items = rule.collect(t + 100, false);
         assert!(items.is_empty() || !items[0].want, "no demand since the last sync");
         let items = rule.collect(t + 200, false);
@@ -471,7 +504,7 @@ mod tests {
         let t = 1_000_000; // start of window 100
         assert!(admitted(rule.acquire("k", now(t))));
         let items = rule.collect(t, true);
-        rule.apply(&items, &[vec![0.0, 10.0, 0.0]]);
+        rule.apply(&items, &[vec![0.0, 10.0, 0.0, 0.0]]);
         let RuleStep::Deny { retry, .. } = rule.acquire("k", now(t)) else {
             panic!()
         };
@@ -516,10 +549,28 @@ mod tests {
         assert!(admitted(rule.acquire("k", now(t))));
         let items = rule.collect(t, true);
         let (start, end) = calendar_period(QuotaPeriod::Day, t);
-        rule.apply(&items, &[vec![0.0, 80.0, start as f64, end as f64]]);
+        rule.apply(&items, &[vec![0.0, 80.0, start as f64, end as f64, 0.0]]);
         rule.store.set_state(true, 2);
         let n = (0..50).filter(|_| admitted(rule.acquire("k", now(t)))).count();
         assert_eq!(n, 10, "(100 - 80) / 2");
+    }
+
+    #[test]
+    fn busiest_reads_the_group_use_without_unused_grants() {
+        let rule = window_rule_of(100, StoreFailure::Degrade);
+        rule.store.set_state(false, 2);
+        let t = 1_000_000;
+        assert!(admitted(rule.acquire("k", now(t))));
+        let items = rule.collect(t, true);
+        // Redis counts 31 for the window, 10 of them the grant this unit now holds:
+        // the group used 21 (this unit's 1 among them).
+        rule.apply(&items, &[vec![10.0, 31.0, 0.0, 10.0]]);
+        assert_eq!(rule.busiest(now(t), 5), (1, vec![("k".to_string(), 21, 100)]));
+        for _ in 0..4 {
+            assert!(admitted(rule.acquire("k", now(t))));
+        }
+        assert_eq!(rule.busiest(now(t), 5).1[0].1, 25, "4 more admitted from the grant");
+        assert_eq!(rule.busiest(now(t), 5).1[0].1, 25, "reading counted nothing");
     }
 
     #[test]
@@ -530,6 +581,7 @@ mod tests {
             epoch: 0,
             a: 0.5,
             b: 1000.0,
+            ..View::default()
         };
         assert_eq!(algo.remaining(&view, 0, 1000), 0.5);
         assert_eq!(algo.retry_ms(&view, 0, 1000), 250);

@@ -112,9 +112,9 @@ impl SharedRule {
         let stale = (3 * self.sync_interval.as_millis() as u64).max(1000);
         let flag = |b: bool| if b { "1" } else { "0" };
         let (script, width) = match self.algo {
-            SharedAlgo::Window { .. } => (&store.scripts.window, 3),
-            SharedAlgo::Bucket { .. } => (&store.scripts.bucket, 3),
-            SharedAlgo::Quota { .. } => (&store.scripts.quota, 4),
+            SharedAlgo::Window { .. } => (&store.scripts.window, 4),
+            SharedAlgo::Bucket { .. } => (&store.scripts.bucket, 4),
+            SharedAlgo::Quota { .. } => (&store.scripts.quota, 5),
         };
         let mut inv = script.prepare_invoke();
         inv.arg(store.unit()).arg(now_ms).arg(n_live).arg(stale);
@@ -183,10 +183,10 @@ impl SharedRule {
         let algo = &self.algo;
         for (it, r) in items.iter().zip(replies) {
             let grant = r[0].max(0.0) as u64;
-            let (epoch, a, b) = match algo {
-                SharedAlgo::Window { .. } => (it.epoch, r[1], r[2]),
-                SharedAlgo::Bucket { .. } => (0, r[1], r[2]),
-                SharedAlgo::Quota { .. } => (r[2] as u64, r[1], r[3]),
+            let (epoch, a, b, reserved) = match algo {
+                SharedAlgo::Window { .. } => (it.epoch, r[1], r[2], r[3]),
+                SharedAlgo::Bucket { .. } => (0, r[1], r[2], r[3]),
+                SharedAlgo::Quota { .. } => (r[2] as u64, r[1], r[3], r[4]),
             };
             self.table.get(&it.key, |e| {
                 e.inflight = e.inflight.saturating_sub(it.push + it.push_old);
@@ -216,6 +216,8 @@ impl SharedRule {
                         epoch,
                         a,
                         b,
+                        reserved,
+                        held: e.grant,
                     };
                 }
             });

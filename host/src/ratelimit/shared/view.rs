@@ -43,6 +43,10 @@ pub(super) struct View {
     pub(super) a: f64,
     /// Window: previous count. Bucket: time of `a` (ms). Quota: period end.
     pub(super) b: f64,
+    /// Grants every live unit held at the sync (taken from the limit, not yet used).
+    pub(super) reserved: f64,
+    /// This unit's grant right after the sync.
+    pub(super) held: u64,
 }
 
 impl SharedAlgo {
