@@ -276,6 +276,8 @@ impl Gateway {
             started: std::time::SystemTime::now(),
             demo: std::sync::OnceLock::new(),
             tls: tls.clone(),
+            stop: root.child_token(),
+            tasks: tracker.clone(),
         });
         spawn_background(&state, admin.clone(), admin_listener, &root, &tracker);
         state.ready.store(true, Ordering::Release);

@@ -534,6 +534,20 @@ async fn ratelimits_and_the_event_stream() {
     .await
     .expect("the refused change arrives live");
     assert!(seen.contains("\"source\":\"admin\""), "{seen}");
-    drop(stream);
+    // The stream stays open while the gateway stops: it must end, not hold the
+    // shutdown.
     assert!(gw.stop().await, "the event stream held the shutdown");
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the event stream was still open after the gateway stopped"
+    );
 }

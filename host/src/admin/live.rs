@@ -4,8 +4,6 @@
 //! document with the kept events, newest first.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::Frame;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::AdminState;
 use crate::events::Event;
@@ -21,9 +20,6 @@ use crate::proxy::body::{Body, BoxError};
 
 /// A comment line is sent this often so proxies keep an idle stream open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
-/// How often a stream checks whether the gateway is shutting down (it then ends,
-/// so it does not hold the admin listener's graceful shutdown).
-const SHUTDOWN_CHECK: Duration = Duration::from_secs(1);
 
 /// Whether the client asked for an event stream.
 fn wants_stream(headers: &HeaderMap) -> bool {
@@ -41,7 +37,7 @@ pub fn events(state: &AdminState, headers: &HeaderMap) -> Response<Body> {
     }
     let (history, rx) = state.events.subscribe();
     let (tx, body_rx) = mpsc::channel(64);
-    tokio::spawn(forward(state.ready.clone(), history, rx, tx));
+    state.tasks.spawn(forward(state.stop.clone(), history, rx, tx));
     let mut resp = Response::new(Body::boxed(SseBody(body_rx)));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -55,8 +51,11 @@ fn frame(event: &Event) -> Bytes {
     Bytes::from(format!("id: {}\ndata: {data}\n\n", event.seq))
 }
 
+/// Feeds one stream: the kept events, then each new one, until the client leaves
+/// or the gateway stops (so the stream never holds the admin listener's graceful
+/// shutdown).
 async fn forward(
-    ready: Arc<AtomicBool>,
+    stop: CancellationToken,
     history: Vec<Event>,
     mut rx: broadcast::Receiver<Event>,
     tx: mpsc::Sender<Bytes>,
@@ -70,7 +69,6 @@ async fn forward(
         }
     }
     let mut keepalive = tokio::time::interval(KEEPALIVE);
-    let mut check = tokio::time::interval(SHUTDOWN_CHECK);
     loop {
         let out = tokio::select! {
             r = rx.recv() => match r {
@@ -81,12 +79,7 @@ async fn forward(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = keepalive.tick() => Bytes::from_static(b": keepalive\n\n"),
-            _ = check.tick() => {
-                if !ready.load(Ordering::Acquire) {
-                    return;
-                }
-                continue;
-            }
+            _ = stop.cancelled() => return,
             _ = tx.closed() => return,
         };
         if tx.send(out).await.is_err() {

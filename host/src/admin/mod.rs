@@ -58,6 +58,10 @@ pub struct AdminState {
     pub demo: OnceLock<Arc<dyn demo::DemoControl>>,
     /// The TLS listeners' certificates.
     pub tls: Arc<crate::tls::TlsRuntime>,
+    /// Cancelled when the gateway stops: long-lived answers (the event stream) end.
+    pub stop: tokio_util::sync::CancellationToken,
+    /// The gateway's task tracker: tasks an admin answer starts run on it.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// Handles one admin request.
