@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::config::model::GatewaySettings;
+use crate::config::model::{GatewaySettings, WorkerModel};
 use crate::config::{Config, Loaded, Overrides};
 use crate::control::{Cause, ControlEvent, ControlOptions, ControlPlane, ReloadOutcome, Served};
 use crate::events::Events;
@@ -58,6 +58,14 @@ pub enum StartError {
     /// A TLS listener's certificate, key or CA file cannot be used.
     #[error("TLS files are unusable:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
     Tls(Vec<crate::config::ConfigError>),
+    /// A proxy worker thread (the per-worker model) could not be started.
+    #[error("cannot start proxy worker {id}: {source}")]
+    Worker {
+        /// The worker's number, from 1.
+        id: u16,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// How the gateway was started, for the admin API and reloads.
@@ -246,9 +254,13 @@ impl Gateway {
             return Err(StartError::AdminNotLoopback { addr: gw.admin_listen });
         }
         let tls = Arc::new(TlsRuntime::start(&gw.listeners).map_err(StartError::Tls)?);
+        let workers = match gw.worker_model {
+            WorkerModel::PerWorker => crate::proxy::workers::count(),
+            WorkerModel::Shared => 1,
+        };
         let mut proxy_listeners = Vec::with_capacity(gw.listeners.len());
         for l in &gw.listeners {
-            proxy_listeners.push(bind("proxy", l.addr).await?);
+            proxy_listeners.push(bind_proxy(l.addr, workers).await?);
         }
         let listener_addrs: Vec<SocketAddr> = proxy_listeners.iter().map(|(_, a)| *a).collect();
         let proxy_addr = listener_addrs[0];
@@ -264,7 +276,13 @@ impl Gateway {
         let control = start_control(&state, loaded, options, &root, &tracker).await;
         let proxy = root.child_token();
         let listeners = proxy_listeners.into_iter().map(|(l, _)| l).collect();
-        let proxy_task = spawn_proxies(&state, &gw, listeners, &tls, &proxy, &tracker);
+        let proxy_task = match spawn_proxies(&state, &gw, listeners, &tls, &proxy, &tracker) {
+            Ok(task) => task,
+            Err(e) => {
+                root.cancel();
+                return Err(e);
+            }
+        };
         let admin = Arc::new(AdminState {
             control: control.clone(),
             proxy: state.proxy.clone(),
@@ -340,6 +358,27 @@ impl Gateway {
         tracing::info!(clean = finished, "gatehouse stopped");
         finished
     }
+}
+
+/// A proxy listener: one socket on the shared runtime, or one `SO_REUSEPORT`
+/// socket per worker (the per-worker model).
+enum ProxySockets {
+    Shared(TcpListener),
+    PerWorker(Vec<std::net::TcpListener>),
+}
+
+/// Binds a proxy listener for `workers` workers (1: the shared runtime).
+async fn bind_proxy(addr: SocketAddr, workers: usize) -> Result<(ProxySockets, SocketAddr), StartError> {
+    if workers <= 1 {
+        let (l, local) = bind("proxy", addr).await?;
+        return Ok((ProxySockets::Shared(l), local));
+    }
+    let (sockets, local) = crate::proxy::workers::bind_reuseport(addr, workers).map_err(|source| StartError::Bind {
+        what: "proxy",
+        addr,
+        source,
+    })?;
+    Ok((ProxySockets::PerWorker(sockets), local))
 }
 
 /// Binds one listener; returns it with the address it got (port 0 picks one).
@@ -468,34 +507,52 @@ async fn start_control(
     control
 }
 
-/// Serves every proxy listener until `proxy` is cancelled; the task answers whether
-/// all of them drained within the grace period.
+/// Serves every proxy listener under the `proxy` token: on the shared runtime, or
+/// on one thread per worker (the per-worker model). The task ends when they all
+/// stopped, with whether every connection finished within the grace period.
 fn spawn_proxies(
     state: &Arc<AppState>,
     gw: &GatewaySettings,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<ProxySockets>,
     tls: &Arc<TlsRuntime>,
     proxy: &CancellationToken,
     tracker: &TaskTracker,
-) -> JoinHandle<bool> {
+) -> Result<JoinHandle<bool>, StartError> {
     let opts = ServeOptions {
         header_timeout: gw.client_header_timeout,
         grace: gw.shutdown_grace,
     };
+    let ctx = state.proxy.clone();
+    let handler = move |req, remote| {
+        let ctx = ctx.clone();
+        async move { crate::proxy::pipeline::handle(&ctx, req, remote).await }
+    };
     let mut proxies = tokio::task::JoinSet::new();
+    let mut per_worker: Vec<Vec<_>> = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let ctx = state.proxy.clone();
-        let handler = move |req, remote| {
-            let ctx = ctx.clone();
-            async move { crate::proxy::pipeline::handle(&ctx, req, remote).await }
-        };
-        proxies.spawn(serve(listener, tls.listener(i), handler, proxy.clone(), opts));
+        match listener {
+            ProxySockets::Shared(l) => {
+                proxies.spawn(serve(l, tls.listener(i), handler.clone(), proxy.clone(), opts));
+            }
+            ProxySockets::PerWorker(sockets) => {
+                per_worker.resize_with(per_worker.len().max(sockets.len()), Vec::new);
+                for (w, socket) in sockets.into_iter().enumerate() {
+                    per_worker[w].push((socket, tls.listener(i)));
+                }
+            }
+        }
     }
-    tracker.spawn(async move {
+    for (w, sockets) in per_worker.into_iter().enumerate() {
+        let id = u16::try_from(w + 1).unwrap_or(u16::MAX);
+        let done = crate::proxy::workers::spawn(id, sockets, handler.clone(), proxy.clone(), opts)
+            .map_err(|source| StartError::Worker { id, source })?;
+        proxies.spawn(async move { done.await.unwrap_or(false) });
+    }
+    Ok(tracker.spawn(async move {
         let mut clean = true;
         while let Some(done) = proxies.join_next().await {
             clean &= done.unwrap_or(false);
         }
         clean
-    })
+    }))
 }

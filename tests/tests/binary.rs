@@ -262,3 +262,64 @@ async fn the_config_watcher_ignores_unrelated_files_next_to_the_config() {
     }
     assert!(served_by_new, "the edited config was not applied");
 }
+
+/// Voluntary context switches of each thread named `gatehouse-worker-*` (the name
+/// is cut to 15 characters in `comm`).
+fn worker_switches(pid: u32) -> Vec<u64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("gatehouse-worke") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let switches = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.push(switches);
+    }
+    out
+}
+
+#[tokio::test]
+async fn per_worker_model_spreads_connections_and_drains_on_sigterm() {
+    // `worker_model: per_worker` with 3 workers: three threads, each with its own
+    // SO_REUSEPORT socket; new connections reach more than one of them; SIGTERM
+    // lets a slow request on one of them finish and the process exits 0.
+    let up = TestUpstream::start("n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(up.port()).replace("shutdown_grace: 10 }", "shutdown_grace: 10, worker_model: per_worker }");
+    let path = write_config(dir.path(), "gw.yaml", &yaml);
+    let mut gw = BinaryGateway::start_with_env(&path, &[], &[("TOKIO_WORKER_THREADS", "3")]).await;
+    let idle = worker_switches(gw.pid());
+    assert_eq!(idle.len(), 3, "one thread per worker");
+    for i in 0..60 {
+        // A new client each time: a new connection, placed by the kernel.
+        let r = gatehouse_tests::Client::new()
+            .get(&gw.url(&format!("/c/{i}")))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.text()), (200, "n".to_string()));
+    }
+    let busy = worker_switches(gw.pid());
+    let served = idle
+        .iter()
+        .zip(&busy)
+        .filter(|(before, after)| **after > **before + 5)
+        .count();
+    assert!(
+        served >= 2,
+        "60 connections all went to one worker: {idle:?} -> {busy:?}"
+    );
+
+    up.set(Behavior::Delay(Duration::from_millis(1500)));
+    let url = gw.url("/slow");
+    let inflight = tokio::spawn(async move { gatehouse_tests::Client::new().get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    let reply = inflight.await.unwrap().unwrap();
+    assert_eq!((reply.status, reply.text()), (200, "n".to_string()));
+    assert_eq!(gw.wait(Duration::from_secs(10)).await, Some(0));
+}

@@ -58,6 +58,8 @@ pub struct RawGateway {
     pub client_body_timeout: Option<RawDuration>,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Option<RawDuration>,
+    /// How proxy listeners use the worker threads: `shared` or `per_worker`.
+    pub worker_model: Option<String>,
     /// Redis connection used by `policy: redis` limits and quotas.
     pub redis: Option<RawRedis>,
     /// Header that names the consumer for `key: consumer` limits.

@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod refusal;
 pub mod server;
 pub mod tls;
+pub mod workers;
 
 use std::sync::Arc;
 

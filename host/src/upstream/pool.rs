@@ -8,6 +8,7 @@
 //! connection carries the kind of connection it is (plain, or TLS under given
 //! settings): a try only takes one of its own kind.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -56,6 +57,23 @@ struct Idle<B> {
     tx: SendRequest<B>,
     since: Instant,
     kind: u64,
+    worker: u16,
+}
+
+thread_local! {
+    static WORKER: Cell<u16> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as proxy worker `id` (the per-worker model; 0, the
+/// default, is the shared runtime). A worker reuses only the upstream connections
+/// it opened: their connection tasks run on its own runtime, so a request never
+/// wakes another worker's thread.
+pub fn set_worker(id: u16) {
+    WORKER.with(|w| w.set(id));
+}
+
+fn worker() -> u16 {
+    WORKER.with(Cell::get)
 }
 
 /// Idle connections of one endpoint.
@@ -81,9 +99,17 @@ impl<B> ConnPool<B> {
     /// The most recently returned connection of `kind` that is still open, if any.
     /// Connections of another kind (made under settings no longer served) are
     /// dropped.
+    /// Connections other workers put back are left to them.
     pub fn take(&self, kind: u64) -> Option<SendRequest<B>> {
+        let me = worker();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(c) = idle.pop() {
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if idle[i].worker != me {
+                continue;
+            }
+            let c = idle.remove(i);
             if c.kind == kind && !c.tx.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
                 return Some(c.tx);
             }
@@ -105,6 +131,7 @@ impl<B> ConnPool<B> {
             tx,
             since: Instant::now(),
             kind,
+            worker: worker(),
         });
     }
 
@@ -230,6 +257,28 @@ mod tests {
         let server_side = accepted.await.unwrap().unwrap();
         drop(server_side);
         assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_worker_reuses_only_its_own_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accepted = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let pool = ConnPool::<Empty<Bytes>>::default();
+        let tx = connect::<Empty<Bytes>>(&Target::Addr(addr), "127.0.0.1", None, Duration::from_secs(1))
+            .await
+            .unwrap();
+        set_worker(1);
+        pool.put(tx, PLAIN);
+        set_worker(2);
+        assert!(
+            pool.take(PLAIN).is_none(),
+            "worker 2 does not take worker 1's connection"
+        );
+        assert_eq!(pool.idle_count(), 1, "and leaves it in place");
+        set_worker(1);
+        assert!(pool.take(PLAIN).is_some(), "worker 1 reuses it");
+        set_worker(0);
     }
 
     #[tokio::test]

@@ -75,6 +75,8 @@ pub struct GatewaySettings {
     pub client_body_timeout: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// How proxy listeners use the worker threads.
+    pub worker_model: WorkerModel,
     /// Redis settings for `policy: redis`.
     pub redis: Option<RedisSettings>,
     /// Header naming the consumer.
@@ -275,4 +277,18 @@ impl Node {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// How the proxy listeners use the worker threads (`TOKIO_WORKER_THREADS`, default
+/// one per core).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerModel {
+    /// One multi-threaded runtime: every worker accepts on every listener and
+    /// tasks move between workers (tokio's work stealing).
+    #[default]
+    Shared,
+    /// nginx's model: each worker is a thread with its own single-threaded runtime
+    /// and its own `SO_REUSEPORT` socket per listener; a connection stays on the
+    /// worker the kernel gave it to, and so do the upstream connections it opens.
+    PerWorker,
 }

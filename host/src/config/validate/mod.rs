@@ -254,6 +254,13 @@ impl Validator {
                 "gateway.client_body_timeout",
             ),
             shutdown_grace: dur(&g.shutdown_grace, defaults::SHUTDOWN_GRACE),
+            worker_model: self.choice(
+                g.worker_model.as_deref(),
+                "shared",
+                &[("shared", WorkerModel::Shared), ("per_worker", WorkerModel::PerWorker)],
+                || "gateway.worker_model".to_string(),
+                "worker model",
+            ),
             redis,
             consumer_header,
             debug_header,
