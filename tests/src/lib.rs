@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod client;
 pub mod gateway;
+pub mod grpc;
 pub mod redis;
 pub mod tls;
 pub mod upstream;

@@ -269,3 +269,40 @@ fn passive_check_type_is_apisix_s() {
         r#"unknown passive check type "udp"; expected one of http, https, tcp"#,
     );
 }
+
+#[test]
+fn grpc_schemes_statuses_and_probe_type_are_accepted_and_bad_names_refused() {
+    let grpc = GOOD.replace(
+        "retries: 2",
+        "retries: 2\n          scheme: grpc\n          retry: { retry_on: [unavailable, resource-exhausted, 503] }\n          checks:\n            active: { type: grpc, grpc_service: pets.v1.Pets }\n            passive: { unhealthy: { grpc_statuses: [unavailable, internal] } }",
+    );
+    assert_eq!(errors(&grpc), vec![]);
+    assert_eq!(
+        errors(&GOOD.replace("retries: 2", "retries: 2\n          scheme: grpcs")),
+        vec![]
+    );
+    let base = "services[0].versions[0].upstream";
+    rejected(
+        &grpc.replace("resource-exhausted", "not_found"),
+        &format!("{base}.retry.retry_on[1]"),
+        "unknown retry condition \"not_found\"",
+    );
+    rejected(
+        &grpc.replace("[unavailable, internal]", "[unavailable, sleepy]"),
+        &format!("{base}.checks.passive.unhealthy.grpc_statuses[1]"),
+        "unknown gRPC status \"sleepy\"",
+    );
+    rejected(
+        &GOOD.replace("retries: 2", "retries: 2\n          scheme: h3"),
+        &format!("{base}.scheme"),
+        "expected http, https, grpc or grpcs",
+    );
+    rejected(
+        &GOOD.replace(
+            "retries: 2",
+            "retries: 2\n          scheme: grpc\n          tls: { verify: false }",
+        ),
+        &format!("{base}.tls"),
+        "only allowed with scheme: https or grpcs",
+    );
+}

@@ -150,7 +150,7 @@ pub struct RawUpstream {
     /// Balancer: `roundrobin` | `chash` | `ewma` | `least_conn`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    /// Protocol to the nodes: `http` (default) | `https`.
+    /// Protocol to the nodes: `http` (default) | `https` | `grpc` (h2c) | `grpcs` (h2 over TLS).
     pub scheme: Option<String>,
     /// TLS to the nodes (with `scheme: https`).
     pub tls: Option<RawUpstreamTls>,
@@ -249,11 +249,14 @@ pub struct RawChecks {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawActiveCheck {
-    /// `http` | `https` | `tcp`.
+    /// `http` | `https` | `tcp` | `grpc`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// `type: https`: verify the node's certificate (default true).
     pub https_verify_certificate: Option<bool>,
+    /// `type: grpc`: the service name sent to `grpc.health.v1.Health/Check`
+    /// (default `""`: the whole server).
+    pub grpc_service: Option<String>,
     /// Probe timeout.
     pub timeout: Option<RawDuration>,
     /// Probes in flight at once for this upstream.
@@ -346,6 +349,8 @@ pub struct RawPassiveUnhealthy {
     pub tcp_failures: Option<u32>,
     /// Consecutive timeouts that eject.
     pub timeouts: Option<u32>,
+    /// gRPC status names (`unavailable`, ...) that count as failure.
+    pub grpc_statuses: Option<Vec<String>>,
 }
 
 /// `upstream.circuit_breaker:`

@@ -118,6 +118,8 @@ impl CompiledRule {
             Observed::ConnectFailure => self.connect_failure,
             Observed::Timeout => self.timeout,
             Observed::Reset => self.reset,
+            // A gRPC code counts as its HTTP equivalent (`unavailable` as 503, ...).
+            Observed::Grpc(code) => self.statuses.contains(crate::outcome::grpc_http_status(code)),
         }
     }
 

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::config::model::{Checks, Node, PassiveKind};
-use crate::outcome::{EndpointKey, Outcome};
+use crate::outcome::{EndpointKey, GrpcCodes, Outcome};
 
 /// Where an observation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,9 @@ pub enum Observed {
     Timeout,
     /// The connection broke, or the answer was not HTTP.
     Reset,
+    /// A gRPC status code: of a real call (not OK), or of a `grpc` probe (OK for
+    /// `SERVING`, `UNAVAILABLE` for `NOT_SERVING`, else the call's code).
+    Grpc(u8),
 }
 
 impl From<Outcome> for Observed {
@@ -52,6 +55,7 @@ impl From<Outcome> for Observed {
             Outcome::ConnectFailure => Observed::ConnectFailure,
             Outcome::Timeout => Observed::Timeout,
             Outcome::Reset => Observed::Reset,
+            Outcome::Grpc(code) => Observed::Grpc(code),
         }
     }
 }
@@ -142,6 +146,9 @@ impl StatusSet {
 struct StatusLists {
     healthy: StatusSet,
     unhealthy: StatusSet,
+    /// gRPC codes that are failures; OK is a success, any other code too (the
+    /// call was answered).
+    unhealthy_grpc: GrpcCodes,
 }
 
 impl StatusLists {
@@ -153,6 +160,8 @@ impl StatusLists {
             Observed::Connected => Verdict::Success,
             Observed::ConnectFailure | Observed::Reset => Verdict::Failure(FailureKind::Tcp),
             Observed::Timeout => Verdict::Failure(FailureKind::Timeout),
+            Observed::Grpc(code) if self.unhealthy_grpc.contains(code) => Verdict::Failure(FailureKind::Http),
+            Observed::Grpc(_) => Verdict::Success,
         }
     }
 }
@@ -175,6 +184,8 @@ impl BuiltinEvaluator {
             e.active = StatusLists {
                 healthy: StatusSet::new(&a.healthy_statuses),
                 unhealthy: StatusSet::new(&a.unhealthy_statuses),
+                // A `grpc` probe succeeds only on OK (SERVING).
+                unhealthy_grpc: GrpcCodes(!1),
             };
         }
         if let Some(p) = &checks.passive {
@@ -183,11 +194,13 @@ impl BuiltinEvaluator {
                 StatusLists {
                     healthy: StatusSet::new(&every),
                     unhealthy: StatusSet::default(),
+                    unhealthy_grpc: GrpcCodes::default(),
                 }
             } else {
                 StatusLists {
                     healthy: StatusSet::new(&p.healthy_statuses),
                     unhealthy: StatusSet::new(&p.unhealthy_statuses),
+                    unhealthy_grpc: p.unhealthy_grpc_statuses,
                 }
             };
         }
@@ -223,6 +236,7 @@ mod tests {
             unhealthy_http_failures: 1,
             unhealthy_tcp_failures: 1,
             unhealthy_timeouts: 1,
+            unhealthy_grpc_statuses: GrpcCodes::new(&[14]),
             base_ejection_time: Duration::from_secs(1),
             max_ejection_time: Duration::from_secs(2),
         };
@@ -254,6 +268,7 @@ mod tests {
             unhealthy_http_failures: 1,
             unhealthy_tcp_failures: 1,
             unhealthy_timeouts: 1,
+            unhealthy_grpc_statuses: GrpcCodes::new(&[14]),
             base_ejection_time: Duration::from_secs(1),
             max_ejection_time: Duration::from_secs(2),
         };
@@ -299,5 +314,47 @@ mod tests {
         // No active check configured: its status lists are empty.
         assert_eq!(v(obs(Source::Active, Observed::Status(200))), Verdict::Ignore);
         assert_eq!(v(obs(Source::Active, Observed::Connected)), Verdict::Success);
+        // gRPC: the listed codes fail, any other answer is a success.
+        assert_eq!(
+            v(obs(Source::Passive, Observed::Grpc(14))),
+            Verdict::Failure(FailureKind::Http)
+        );
+        assert_eq!(v(obs(Source::Passive, Observed::Grpc(5))), Verdict::Success);
+    }
+
+    #[test]
+    fn grpc_probes_succeed_only_on_ok() {
+        let e = BuiltinEvaluator::new(&Checks {
+            active: Some(crate::config::model::ActiveCheck {
+                kind: crate::config::model::ProbeKind::Grpc,
+                timeout: Duration::from_secs(1),
+                concurrency: 1,
+                http_method: http::Method::GET,
+                http_path: "/".into(),
+                host: None,
+                port: None,
+                req_headers: vec![],
+                healthy_interval: Duration::from_secs(1),
+                healthy_successes: 1,
+                healthy_statuses: vec![200],
+                unhealthy_interval: Duration::from_secs(1),
+                unhealthy_http_failures: 1,
+                unhealthy_tcp_failures: 1,
+                unhealthy_timeouts: 1,
+                unhealthy_statuses: vec![500],
+                https_verify_certificate: true,
+                grpc_service: String::new(),
+            }),
+            passive: None,
+        });
+        assert_eq!(e.active.verdict(Observed::Grpc(0)), Verdict::Success);
+        assert_eq!(
+            e.active.verdict(Observed::Grpc(14)),
+            Verdict::Failure(FailureKind::Http)
+        );
+        assert_eq!(
+            e.active.verdict(Observed::Grpc(12)),
+            Verdict::Failure(FailureKind::Http)
+        );
     }
 }

@@ -127,7 +127,7 @@ impl UpstreamHealth {
         retry_after: Option<Duration>,
     ) {
         let Some(ep) = endpoints.get(idx) else { return };
-        if !matches!(outcome, Outcome::Status(s) if s < 500) {
+        if !matches!(outcome.http_equivalent(), Some(s) if s < 500) {
             ep.state.note_error();
         }
         let policy = self.policy();

@@ -13,7 +13,7 @@ pub const PROBE_USER_AGENT: &str = concat!("gatehouse-health-check/", env!("CARG
 /// Everything one probe of one node needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSpec {
-    /// `tcp`, `http` or `https`.
+    /// `tcp`, `http`, `https` or `grpc`.
     pub kind: ProbeKind,
     /// Host to connect to (the node's).
     pub host: String,
@@ -29,8 +29,11 @@ pub struct ProbeSpec {
     pub host_header: HeaderValue,
     /// Extra headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// `https` probes: the TLS settings (set by [`ProbeSpec::with_tls`]).
+    /// `https` probes, and `grpc` probes of `grpcs` upstreams: the TLS settings
+    /// (set by [`ProbeSpec::with_tls`]).
     pub tls: Option<UpstreamTls>,
+    /// `grpc` probes: the service name asked about.
+    pub grpc_service: String,
 }
 
 impl ProbeSpec {
@@ -53,12 +56,18 @@ impl ProbeSpec {
             host_header,
             headers: check.req_headers.clone(),
             tls: None,
+            grpc_service: check.grpc_service.clone(),
         }
     }
 
     /// An `https` probe's TLS: the upstream's `tls` settings (or the defaults) with
     /// `verify` from `https_verify_certificate`; other kinds are unchanged.
     pub fn with_tls(mut self, check: &ActiveCheck, upstream: Option<&UpstreamTls>) -> Self {
+        if check.kind == ProbeKind::Grpc {
+            // gRPC probes speak TLS exactly when the upstream does (`grpcs`).
+            self.tls = upstream.cloned();
+            return self;
+        }
         if check.kind != ProbeKind::Https {
             return self;
         }

@@ -73,6 +73,8 @@ pub fn observation(node: &NodeInfo<'_>, obs: &health::Observation) -> Observatio
             health::Observed::ConnectFailure => Observed::ConnectFailure,
             health::Observed::Timeout => Observed::Timeout,
             health::Observed::Reset => Observed::Reset,
+            // The plugin ABI knows HTTP statuses: a gRPC code goes as its equivalent.
+            health::Observed::Grpc(code) => Observed::Status(crate::outcome::grpc_http_status(code)),
         },
         latency_us: u32::try_from(obs.latency.as_micros()).unwrap_or(u32::MAX),
     }

@@ -95,6 +95,8 @@ fn request(ctx: &RetryContext<'_>) -> types::RetryRequest {
             Outcome::ConnectFailure => types::Outcome::ConnectFailure,
             Outcome::Timeout => types::Outcome::Timeout,
             Outcome::Reset => types::Outcome::Reset,
+            // The plugin ABI knows HTTP statuses: a gRPC code goes as its equivalent.
+            Outcome::Grpc(code) => types::Outcome::Status(crate::outcome::grpc_http_status(code)),
         },
         retry_after_ms: ctx.retry_after.map(millis),
         elapsed_ms: millis(ctx.elapsed),

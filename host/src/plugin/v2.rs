@@ -251,6 +251,8 @@ pub fn observe_warm(
             Outcome::ConnectFailure => WitOutcome::ConnectFailure,
             Outcome::Timeout => WitOutcome::Timeout,
             Outcome::Reset => WitOutcome::Reset,
+            // The plugin ABI knows HTTP statuses: a gRPC code goes as its equivalent.
+            Outcome::Grpc(code) => WitOutcome::Status(crate::outcome::grpc_http_status(code)),
         },
         latency_us: u32::try_from(latency.as_micros()).unwrap_or(u32::MAX),
     };

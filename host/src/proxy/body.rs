@@ -14,10 +14,13 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::client::conn::http1::SendRequest;
 
+use crate::outcome::Outcome;
 use crate::upstream::InflightGuard;
-pub use crate::upstream::body::{BodyTooLarge, BoxError, ClientBodyError, LimitedBody, Progress, StreamSlot, TryBody};
+pub use crate::upstream::body::{
+    BodyTooLarge, BoxError, ClientBodyError, LimitedBody, Progress, Recording, StreamSlot, TryBody,
+};
+use crate::upstream::pool::Checkout;
 
 /// Every response body the gateway sends: its own small answers, upstream
 /// responses on their way through, and anything else boxed. An enum rather than a
@@ -84,23 +87,76 @@ impl HttpBody for Body {
 #[error("upstream sent no response data for {0:?}")]
 pub struct ReadIdleTimeout(pub Duration);
 
+/// Records a gRPC call's outcome once its response body ends: the `grpc-status`
+/// of its trailers (OK as 200, else the code), `UNKNOWN` when it ended without
+/// one, a reset when the body broke, and 200 when the client left first (the
+/// node answered). Called once, on the task that polls the body, never blocking
+/// it.
+pub struct EndWatch(Option<Box<dyn FnOnce(Outcome) + Send>>);
+
+impl EndWatch {
+    /// A watch that hands the outcome to `record`.
+    pub fn new(record: impl FnOnce(Outcome) + Send + 'static) -> Self {
+        EndWatch(Some(Box::new(record)))
+    }
+
+    fn fire(&mut self, outcome: Outcome) {
+        if let Some(f) = self.0.take() {
+            f(outcome);
+        }
+    }
+
+    fn frame(&mut self, frame: &Option<Result<Frame<Bytes>, hyper::Error>>) {
+        match frame {
+            Some(Ok(f)) => {
+                if let Some(trailers) = f.trailers_ref() {
+                    self.fire(match super::headers::grpc_status(trailers) {
+                        Some(0) => Outcome::Status(200),
+                        Some(code) => Outcome::Grpc(code),
+                        None => Outcome::Grpc(GRPC_UNKNOWN),
+                    });
+                }
+            }
+            None => self.fire(Outcome::Grpc(GRPC_UNKNOWN)),
+            Some(Err(_)) => self.fire(Outcome::Reset),
+        }
+    }
+}
+
+/// `grpc-status` UNKNOWN: a gRPC response that ended without a status.
+const GRPC_UNKNOWN: u8 = 2;
+
+impl Drop for EndWatch {
+    fn drop(&mut self) {
+        self.fire(Outcome::Status(200));
+    }
+}
+
+impl std::fmt::Debug for EndWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndWatch").field("pending", &self.0.is_some()).finish()
+    }
+}
+
 /// The upstream's response body on its way to the client.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
     guard: Option<InflightGuard>,
-    /// The connection and its kind, handed back to the endpoint's pool when the body ends.
-    conn: Option<(SendRequest<TryBody>, u64)>,
+    /// The connection, handed back to the endpoint's pool when the body ends.
+    conn: Option<Checkout<TryBody>>,
     idle: Duration,
     /// Allocated on the first pause, then re-armed in place.
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// A gRPC call whose outcome is in its trailers.
+    watch: Option<EndWatch>,
 }
 
 impl UpstreamBody {
     /// Wraps a response body; `guard` is released when the body ends or fails, and
-    /// `conn` (with its pool kind) goes back to the endpoint's pool when it ends cleanly.
-    pub fn new(inner: Incoming, guard: InflightGuard, conn: (SendRequest<TryBody>, u64), idle: Duration) -> Self {
+    /// `conn` goes back to the endpoint's pool when it ends cleanly.
+    pub fn new(inner: Incoming, guard: InflightGuard, conn: Checkout<TryBody>, idle: Duration) -> Self {
         let mut body = Self {
             inner,
             guard: Some(guard),
@@ -108,6 +164,7 @@ impl UpstreamBody {
             idle,
             timer: None,
             armed: false,
+            watch: None,
         };
         if body.inner.is_end_stream() {
             body.finish(true);
@@ -115,10 +172,16 @@ impl UpstreamBody {
         body
     }
 
+    /// Records the call's outcome from its trailers through `watch` when the body ends.
+    pub fn with_watch(mut self, watch: EndWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
     /// Releases the in-flight count; a clean end returns the connection to the pool.
     fn finish(&mut self, clean: bool) {
-        if let (true, Some((conn, kind)), Some(guard)) = (clean, self.conn.take(), self.guard.as_ref()) {
-            guard.state().pool.put(conn, kind);
+        if let (true, Some(conn), Some(guard)) = (clean, self.conn.take(), self.guard.as_ref()) {
+            conn.give_back(&guard.state().pool);
         }
         self.conn = None;
         self.guard = None;
@@ -134,6 +197,9 @@ impl HttpBody for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.armed = false;
+                if let Some(w) = &mut this.watch {
+                    w.frame(&frame);
+                }
                 match &frame {
                     Some(Ok(_)) if this.inner.is_end_stream() => this.finish(true),
                     Some(Ok(_)) => {}
@@ -153,6 +219,9 @@ impl HttpBody for UpstreamBody {
                 }
                 ready!(timer.as_mut().poll(cx));
                 this.finish(false);
+                if let Some(w) = &mut this.watch {
+                    w.fire(Outcome::Timeout);
+                }
                 Poll::Ready(Some(Err(Box::new(ReadIdleTimeout(this.idle)))))
             }
         }

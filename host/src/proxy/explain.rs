@@ -71,5 +71,9 @@ fn outcome_name(o: Outcome) -> String {
         Outcome::ConnectFailure => "connect_failure".into(),
         Outcome::Timeout => "timeout".into(),
         Outcome::Reset => "reset".into(),
+        Outcome::Grpc(code) => format!(
+            "grpc_{}",
+            crate::outcome::GRPC_CODES.get(usize::from(code)).unwrap_or(&"unknown")
+        ),
     }
 }

@@ -1,5 +1,6 @@
-//! One try: send a request to one endpoint over a pooled keep-alive connection and
-//! wait for the response head under the per-try timers.
+//! One try: send a request to one endpoint over a pooled keep-alive connection (or a
+//! shared HTTP/2 connection for `grpc`/`grpcs` upstreams) and wait for the response
+//! head under the per-try timers.
 //!
 //! Timers: `connect` bounds making a new connection (name resolution included);
 //! `send` bounds any pause while the request body streams out; `read` runs from the
@@ -11,13 +12,13 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use super::body::{BodyTooLarge, ClientBodyError, Progress, TryBody};
 use crate::config::model::Timeouts;
 use crate::outcome::now_ms;
 use crate::upstream::Endpoint;
-use crate::upstream::pool::{self, ConnectError};
+use crate::upstream::h2;
+use crate::upstream::pool::{self, Checkout, ConnectError};
 
 /// How a try failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +54,8 @@ impl TryError {
 pub struct Sent {
     /// The response (its body still streaming).
     pub response: Response<Incoming>,
-    /// The connection.
-    pub conn: SendRequest<TryBody>,
-    /// Its pool kind (plain, or TLS under the endpoint's settings).
-    pub kind: u64,
+    /// The connection (HTTP/1.1, with its pool kind) or the HTTP/2 stream's lease.
+    pub conn: Checkout<TryBody>,
 }
 
 /// Pooled connections that turn out to be closed are replaced this many times
@@ -72,13 +71,17 @@ pub struct Timers<'a> {
     pub client_body: Duration,
 }
 
-/// Sends `req` to `ep` and waits for the response head.
+/// Sends `req` to `ep` and waits for the response head: over a pooled HTTP/1.1
+/// connection, or over one of the endpoint's shared HTTP/2 connections.
 pub async fn send(
     ep: &Endpoint,
     mut req: Request<TryBody>,
     timers: Timers<'_>,
     progress: Option<Arc<Progress>>,
 ) -> Result<Sent, TryError> {
+    if ep.http2 {
+        return send_h2(ep, req, timers, progress).await;
+    }
     let timeouts = timers.upstream;
     let kind = ep.tls.as_ref().map_or(pool::PLAIN, |t| t.kind);
     for _ in 0..STALE_RETRIES {
@@ -87,17 +90,7 @@ pub async fn send(
             None => (
                 pool::connect(&ep.target, &ep.node.host, ep.tls.as_deref(), timeouts.connect)
                     .await
-                    .map_err(|e| {
-                        if matches!(e, ConnectError::Tls { .. }) {
-                            // A certificate problem is a setup problem: say so where operators look.
-                            tracing::warn!(node = %ep.key.authority, error = %e, "upstream TLS handshake failed");
-                        } else {
-                            tracing::debug!(node = %ep.key.authority, error = %e, "connect failed");
-                        }
-                        TryError::Connect {
-                            timeout: matches!(e, ConnectError::Timeout(_)),
-                        }
-                    })?,
+                    .map_err(|e| connect_failed(ep, e))?,
                 false,
             ),
         };
@@ -111,7 +104,12 @@ pub async fn send(
         let connected_ms = now_ms();
         let fut = conn.try_send_request(req);
         match watch(fut, connected_ms, timers, progress.as_deref()).await {
-            Ok(response) => return Ok(Sent { response, conn, kind }),
+            Ok(response) => {
+                return Ok(Sent {
+                    response,
+                    conn: Checkout::Http1(conn, kind),
+                });
+            }
             Err(Failure::Timeout) => return Err(TryError::Timeout),
             Err(Failure::ClientStalled) => return Err(TryError::ClientStalled),
             Err(Failure::Hyper(mut e)) => match e.take_message() {
@@ -123,6 +121,90 @@ pub async fn send(
         }
     }
     Err(TryError::Reset)
+}
+
+/// [`send`] over HTTP/2: the request in absolute form (`:scheme`, `:authority` from
+/// the `Host` header, which HTTP/2 does not carry), on a shared connection.
+async fn send_h2(
+    ep: &Endpoint,
+    mut req: Request<TryBody>,
+    timers: Timers<'_>,
+    progress: Option<Arc<Progress>>,
+) -> Result<Sent, TryError> {
+    let timeouts = timers.upstream;
+    let kind = ep.tls.as_ref().map_or(pool::PLAIN, |t| t.kind);
+    to_h2_form(&mut req, ep);
+    for _ in 0..STALE_RETRIES {
+        let (mut conn, lease, reused) = match ep.state.h2.take(kind) {
+            Some((c, lease)) => (c, lease, true),
+            None => {
+                let tx = h2::connect(&ep.target, &ep.node.host, ep.tls.as_deref(), timeouts.connect)
+                    .await
+                    .map_err(|e| connect_failed(ep, e))?;
+                let (c, lease) = ep.state.h2.insert(tx, kind);
+                (c, lease, false)
+            }
+        };
+        match tokio::time::timeout(timeouts.connect, conn.ready()).await {
+            Ok(Ok(())) => {}
+            _ if reused => continue,
+            Ok(Err(_)) => return Err(TryError::Connect { timeout: false }),
+            Err(_) => return Err(TryError::Connect { timeout: true }),
+        }
+        let connected_ms = now_ms();
+        let fut = conn.try_send_request(req);
+        match watch(fut, connected_ms, timers, progress.as_deref()).await {
+            Ok(response) => {
+                return Ok(Sent {
+                    response,
+                    conn: Checkout::Http2(lease),
+                });
+            }
+            Err(Failure::Timeout) => return Err(TryError::Timeout),
+            Err(Failure::ClientStalled) => return Err(TryError::ClientStalled),
+            Err(Failure::Hyper(mut e)) => match e.take_message() {
+                // Never sent: the shared connection had closed. Another one.
+                Some(unsent) if reused => req = unsent,
+                _ => return Err(classify(&(*e).into_error())),
+            },
+        }
+    }
+    Err(TryError::Reset)
+}
+
+/// Rewrites an origin-form HTTP/1.1 request into HTTP/2 form for `ep`.
+fn to_h2_form(req: &mut Request<TryBody>, ep: &Endpoint) {
+    let authority = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| ep.authority.clone());
+    let scheme = if ep.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = http::Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+    *req.version_mut() = http::Version::HTTP_2;
+}
+
+/// The try error for a failed connect, logged where operators look.
+fn connect_failed(ep: &Endpoint, e: ConnectError) -> TryError {
+    if matches!(e, ConnectError::Tls { .. }) {
+        // A certificate problem is a setup problem: say so where operators look.
+        tracing::warn!(node = %ep.key.authority, error = %e, "upstream TLS handshake failed");
+    } else {
+        tracing::debug!(node = %ep.key.authority, error = %e, "connect failed");
+    }
+    TryError::Connect {
+        timeout: matches!(e, ConnectError::Timeout(_)),
+    }
 }
 
 enum Failure {

@@ -173,9 +173,47 @@ pub fn apply_host_rules(parts: &mut http::request::Parts) -> Result<(), &'static
     Ok(())
 }
 
+/// Whether the client's `TE` offers `trailers`: the one `TE` value HTTP/2 allows
+/// (RFC 9113 §8.2.2), which gRPC requires. `TE` is hop-by-hop and stripped, so the
+/// pipeline sends `te: trailers` to HTTP/2 upstreams when the client asked for it.
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Whether a request is a gRPC call (`content-type: application/grpc[+proto|...]`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The `grpc-status` code in `headers` (a response head or its trailers).
+pub fn grpc_status(headers: &HeaderMap) -> Option<u8> {
+    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn te_trailers_is_found_among_other_codings() {
+        let mut h = HeaderMap::new();
+        assert!(!te_trailers(&h));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        assert!(te_trailers(&h));
+        h.insert(header::TE, HeaderValue::from_static("gzip;q=0.5"));
+        assert!(!te_trailers(&h));
+    }
 
     #[test]
     fn strips_connection_named_and_standard_hop_headers() {

@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::ProxyContext;
-use super::body::{Body, BodyTooLarge, LimitedBody, Progress, StreamSlot, TryBody, UpstreamBody};
+use super::body::{Body, BodyTooLarge, EndWatch, LimitedBody, Progress, Recording, StreamSlot, TryBody, UpstreamBody};
 use super::error::{ProxyError, error_response};
 pub use super::explain::DEBUG_HEADER;
 use super::explain::{Served, explain};
@@ -135,7 +135,8 @@ impl AccessLine {
 enum Prepared {
     Empty,
     Full(Bytes),
-    Stream(StreamSlot),
+    /// Streamed: untouched in its slot, or recorded as the first try sent it.
+    Stream(StreamSlot, Arc<Recording>),
 }
 
 impl Prepared {
@@ -144,23 +145,33 @@ impl Prepared {
         match self {
             Prepared::Empty => (TryBody::Empty, None),
             Prepared::Full(b) => (TryBody::Full(Some(b.clone())), None),
-            Prepared::Stream(slot) => {
+            Prepared::Stream(slot, recording) => {
+                if !Self::untouched(slot)
+                    && let Some(copy) = recording.replay()
+                {
+                    return (TryBody::Full(Some(copy)), None);
+                }
                 let progress = Progress::new();
                 let body = TryBody::Stream {
                     slot: slot.clone(),
                     taken: None,
                     progress: progress.clone(),
+                    recording: recording.clone(),
                 };
                 (body, Some(progress))
             }
         }
     }
 
+    fn untouched(slot: &StreamSlot) -> bool {
+        slot.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// Whether another try can still send the whole body.
     fn replayable(&self) -> bool {
         match self {
             Prepared::Empty | Prepared::Full(_) => true,
-            Prepared::Stream(slot) => slot.lock().unwrap_or_else(|p| p.into_inner()).is_some(),
+            Prepared::Stream(slot, recording) => Self::untouched(slot) || recording.replay().is_some(),
         }
     }
 }
@@ -179,7 +190,10 @@ async fn prepare_body(body: Incoming, max_body: u64, max_replay: u64, stall: Dur
             Ok(Err(_)) => Err(ProxyError::BadRequest),
             Err(_) => Err(ProxyError::RequestTimeout),
         },
-        _ => Ok(Prepared::Stream(Arc::new(std::sync::Mutex::new(Some(limited))))),
+        _ => Ok(Prepared::Stream(
+            Arc::new(std::sync::Mutex::new(Some(limited))),
+            Recording::new(max_replay),
+        )),
     }
 }
 
@@ -200,6 +214,9 @@ struct Tried {
     inflight: InflightGuard,
     outcome: Outcome,
     retry_after: Option<Duration>,
+    /// A gRPC call whose status is still to come in the trailers: recorded when the
+    /// body ends (with this head latency), not now.
+    deferred: Option<Duration>,
 }
 
 impl Exchange<'_> {
@@ -221,7 +238,12 @@ impl Exchange<'_> {
         };
         let up = self.up;
         let _active = up.budget.start_request();
-        let may_repeat = idempotent(&parts.method) || parts.headers.contains_key(&IDEMPOTENCY_KEY);
+        // gRPC's own rule replaces idempotency: a call may be retried as long as no
+        // part of the response has reached the client, which holds for every retry
+        // decided here (on a response head, before it is passed on).
+        let may_repeat = idempotent(&parts.method)
+            || parts.headers.contains_key(&IDEMPOTENCY_KEY)
+            || headers::is_grpc(&parts.headers);
         let deadline = policy.retry.retry_timeout.map(|t| self.start + t);
         let mut excluded = NodeSet::new();
         let mut retry_slot = RetrySlot::default();
@@ -248,13 +270,20 @@ impl Exchange<'_> {
             let reached = tried.result.as_ref().map_or_else(|e| e.reached_upstream(), |_| true);
             let safe = (may_repeat || !reached) && body.replayable();
             let retry = self.may_retry(&parts, &tried, reached, safe, deadline, &excluded);
-            if !matches!(tried.outcome, Outcome::Status(s) if s < 500) {
+            if !matches!(tried.outcome.http_equivalent(), Some(s) if s < 500) {
                 self.served.failures.push((idx, tried.outcome));
             }
             let Some((backoff, guard)) = retry else {
-                return self.answer(finish(tried.result, tried.inflight, up, via));
+                let watch = tried.deferred.map(|latency| {
+                    let up = up.clone();
+                    EndWatch::new(move |outcome| record(&up, idx, outcome, latency, None))
+                });
+                return self.answer(finish(tried.result, tried.inflight, up, via, watch));
             };
             up.metrics.retries.inc();
+            if let Some(latency) = tried.deferred {
+                record(up, idx, tried.outcome, latency, None);
+            }
             drop(tried);
             if let Some(guard) = guard {
                 retry_slot.hold(guard);
@@ -308,7 +337,11 @@ impl Exchange<'_> {
         } else {
             headers::VIA_H1
         };
+        let te_trailers = headers::te_trailers(&parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
+        if te_trailers && self.up.version.upstream.scheme.http2() {
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(h) = &self.gw.debug_header {
             parts.headers.remove(h);
         }
@@ -360,7 +393,7 @@ impl Exchange<'_> {
         };
         let latency = t0.elapsed();
         let outcome = match &result {
-            Ok(r) => Outcome::Status(r.response.status().as_u16()),
+            Ok(r) => head_outcome(&r.response),
             Err(TryError::Connect { .. }) => Outcome::ConnectFailure,
             Err(TryError::Timeout) => Outcome::Timeout,
             Err(TryError::Reset) => Outcome::Reset,
@@ -374,13 +407,20 @@ impl Exchange<'_> {
             .ok()
             .and_then(|r| r.response.headers().get(header::RETRY_AFTER))
             .and_then(parse_retry_after);
-        record(up, idx, outcome, latency, retry_after);
+        let deferred = result
+            .as_ref()
+            .is_ok_and(|r| status_in_trailers(&r.response))
+            .then_some(latency);
+        if deferred.is_none() {
+            record(up, idx, outcome, latency, retry_after);
+        }
         tracing::debug!(service = %up.service, node = %ep.key.authority, ?outcome, ?latency, "try finished");
         Ok(Tried {
             result,
             inflight,
             outcome,
             retry_after,
+            deferred,
         })
     }
 
@@ -484,13 +524,31 @@ fn record(up: &Upstream, idx: usize, outcome: Outcome, latency: Duration, retry_
     let ep = &up.endpoints[idx];
     // Failures that come back fast must not look attractive to latency-aware balancers.
     let sample = match outcome {
-        Outcome::Status(s) if s < 500 => latency,
+        o if matches!(o.http_equivalent(), Some(s) if s < 500) => latency,
         _ => latency.max(FAILURE_PENALTY),
     };
     ep.state.observe_latency(sample);
     if let Some(counters) = up.metrics.attempts.get(idx) {
         counters.0[outcome.metric_index()].inc();
     }
+}
+
+/// The outcome of a response head: its status, or the code of a gRPC response
+/// that carries a `grpc-status` other than OK in its head (trailers-only).
+fn head_outcome(resp: &Response<Incoming>) -> Outcome {
+    let status = resp.status().as_u16();
+    match headers::grpc_status(resp.headers()) {
+        Some(code) if status == 200 && code != 0 => Outcome::Grpc(code),
+        _ => Outcome::Status(status),
+    }
+}
+
+/// Whether a response is a gRPC call whose status comes in its trailers (a 200
+/// with a gRPC content type and no `grpc-status` in the head).
+fn status_in_trailers(resp: &Response<Incoming>) -> bool {
+    resp.status() == http::StatusCode::OK
+        && headers::is_grpc(resp.headers())
+        && !resp.headers().contains_key("grpc-status")
 }
 
 /// Latency charged to a failed try, so latency-aware balancers steer away.
@@ -521,18 +579,17 @@ fn finish(
     inflight: InflightGuard,
     up: &Upstream,
     via: HeaderValue,
+    watch: Option<EndWatch>,
 ) -> Response<Body> {
     match result {
         Ok(sent) => {
             let (mut parts, body) = sent.response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
             headers::append_via(&mut parts.headers, via);
-            let body = UpstreamBody::new(
-                body,
-                inflight,
-                (sent.conn, sent.kind),
-                up.version.upstream.timeouts.read,
-            );
+            let mut body = UpstreamBody::new(body, inflight, sent.conn, up.version.upstream.timeouts.read);
+            if let Some(w) = watch {
+                body = body.with_watch(w);
+            }
             Response::from_parts(parts, Body::Upstream(body))
         }
         Err(e) => {

@@ -73,6 +73,7 @@ impl BuiltinRetry {
             Outcome::Reset => on.reset,
             Outcome::Timeout => on.timeout,
             Outcome::Status(s) => on.status(s),
+            Outcome::Grpc(code) => on.grpc.contains(code),
         }
     }
 }
@@ -176,6 +177,20 @@ mod tests {
         ));
         assert_eq!(p.decide(&ctx(1, Outcome::Status(500), None)), RetryDecision::Stop);
         assert_eq!(p.decide(&ctx(3, Outcome::Reset, None)), RetryDecision::Stop);
+    }
+
+    #[test]
+    fn grpc_statuses_are_retried_only_when_named() {
+        let mut c = cfg();
+        c.retry_on.grpc = crate::outcome::GrpcCodes::new(&[14]);
+        let p = BuiltinRetry::new(c);
+        assert!(matches!(
+            p.decide(&ctx(1, Outcome::Grpc(14), None)),
+            RetryDecision::Retry { .. }
+        ));
+        // Not named, even though its HTTP equivalent (504) is a gateway error.
+        assert_eq!(p.decide(&ctx(1, Outcome::Grpc(4), None)), RetryDecision::Stop);
+        assert_eq!(p.decide(&ctx(1, Outcome::Grpc(5), None)), RetryDecision::Stop);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod hooks;
 mod live;
 mod probe;
+mod probe_grpc;
 mod probes;
 mod sweep;
 #[cfg(test)]
@@ -61,14 +62,16 @@ impl Parts<'_> {
             })
             .collect();
         let states = live.endpoints(&keys);
-        let connector = crate::tls::client::connector_for(version.upstream.tls.as_deref());
+        let http2 = version.upstream.scheme.http2();
+        let connector = crate::tls::client::connector_for(version.upstream.tls.as_deref())
+            .map(|c| if http2 { c.alpn_h2() } else { c });
         let endpoints: Vec<Arc<Endpoint>> = published
             .nodes
             .iter()
             .zip(&states)
             .map(|(node, live)| {
                 let ep = Endpoint::new(service.clone(), node.clone(), live.state.clone());
-                Arc::new(ep.with_tls(connector.clone()))
+                Arc::new(ep.with_tls(connector.clone()).with_http2(http2))
             })
             .collect();
         let cells = states.into_iter().map(|l| l.health).collect();

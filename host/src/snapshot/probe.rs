@@ -1,4 +1,5 @@
-//! Runs one active probe: a TCP connect, or an HTTP(S) request on a new connection
+//! Runs one active probe: a TCP connect, an HTTP(S) request, or a gRPC health check
+//! (`probe_grpc`) on a new connection
 //! made by the pool's `connect` (never a pooled one, so a probe sees what a new
 //! connection sees and pooled connections are not disturbed). The connection is
 //! closed after the answer's head.
@@ -31,6 +32,21 @@ async fn attempt(spec: &ProbeSpec, tls: Option<&UpstreamConnector>) -> Observed 
     };
     if spec.kind == ProbeKind::Tcp {
         return Observed::Connected;
+    }
+    if spec.kind == ProbeKind::Grpc {
+        return match tls {
+            None => super::probe_grpc::check(spec, stream, false).await,
+            Some(tls) => {
+                let Some(name) = tls.server_name(&spec.host) else {
+                    return Observed::ConnectFailure;
+                };
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                match connector.connect(name, stream).await {
+                    Ok(stream) => super::probe_grpc::check(spec, stream, true).await,
+                    Err(_) => Observed::ConnectFailure,
+                }
+            }
+        };
     }
     let sender = match tls {
         None => pool::handshake::<Empty<Bytes>, _>(stream).await,
@@ -98,6 +114,7 @@ mod tests {
             unhealthy_timeouts: 3,
             unhealthy_statuses: vec![500],
             https_verify_certificate: true,
+            grpc_service: String::new(),
         }
     }
 

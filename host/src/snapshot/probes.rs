@@ -102,7 +102,13 @@ impl ProbeScheduler {
             };
             let tls = up.endpoints.first().and_then(|ep| {
                 let spec = ProbeSpec::new(check, &ep.node).with_tls(check, up.version.upstream.tls.as_deref());
-                crate::tls::client::connector_for(spec.tls.as_ref())
+                crate::tls::client::connector_for(spec.tls.as_ref()).map(|c| {
+                    if check.kind == crate::config::model::ProbeKind::Grpc {
+                        c.alpn_h2()
+                    } else {
+                        c
+                    }
+                })
             });
             for (idx, ep) in up.endpoints.iter().enumerate() {
                 wanted.insert(

@@ -83,6 +83,18 @@ impl UpstreamConnector {
         })
     }
 
+    /// The same settings offering ALPN `h2` only (`scheme: grpcs`, `grpc` probes),
+    /// under a kind of their own.
+    pub fn alpn_h2(&self) -> Arc<Self> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(Self {
+            config: Arc::new(config),
+            sni: self.sni.clone(),
+            kind: self.kind ^ 0x6832,
+        })
+    }
+
     /// The server name for a node whose host is `host` (a DNS name or an IP).
     pub fn server_name(&self, host: &str) -> Option<ServerName<'static>> {
         self.sni

@@ -126,6 +126,73 @@ impl Progress {
 /// A streamed client body that a retry can still use if no try has touched it.
 pub type StreamSlot = Arc<Mutex<Option<LimitedBody>>>;
 
+/// A copy of what a streamed body sent, kept while it stays within
+/// `max_replay_body`: once the body has ended within the limit, a retry resends
+/// the copy (a gRPC call's request is streamed without a length, yet is usually
+/// small). A body over the limit, with trailers, or broken is not kept.
+#[derive(Debug)]
+pub struct Recording {
+    state: Mutex<RecState>,
+}
+
+#[derive(Debug, Default)]
+struct RecState {
+    chunks: Vec<Bytes>,
+    len: u64,
+    limit: u64,
+    complete: bool,
+    spoiled: bool,
+}
+
+impl Recording {
+    /// An empty recording that keeps up to `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(RecState {
+                limit,
+                ..RecState::default()
+            }),
+        })
+    }
+
+    fn note(&self, frame: Option<&Result<Frame<Bytes>, BoxError>>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.spoiled {
+            return;
+        }
+        match frame {
+            None => st.complete = true,
+            Some(Ok(f)) if f.is_data() => {
+                let d = f.data_ref().expect("a data frame has data");
+                if st.len + d.len() as u64 > st.limit {
+                    st.spoiled = true;
+                    st.chunks = Vec::new();
+                } else {
+                    st.len += d.len() as u64;
+                    st.chunks.push(d.clone());
+                }
+            }
+            Some(_) => {
+                st.spoiled = true;
+                st.chunks = Vec::new();
+            }
+        }
+    }
+
+    /// The whole body, if it has ended within the limit.
+    pub fn replay(&self) -> Option<Bytes> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.complete || st.spoiled {
+            return None;
+        }
+        Some(match st.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        })
+    }
+}
+
 /// The request body of one try.
 #[derive(Debug)]
 pub enum TryBody {
@@ -141,6 +208,8 @@ pub enum TryBody {
         taken: Option<LimitedBody>,
         /// Progress for the send/read timers.
         progress: Arc<Progress>,
+        /// The copy a retry may resend.
+        recording: Arc<Recording>,
     },
 }
 
@@ -152,19 +221,34 @@ impl HttpBody for TryBody {
         match &mut *self {
             TryBody::Empty => Poll::Ready(None),
             TryBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            TryBody::Stream { slot, taken, progress } => {
+            TryBody::Stream {
+                slot,
+                taken,
+                progress,
+                recording,
+            } => {
                 if taken.is_none() {
                     *taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
                 }
                 let Some(body) = taken.as_mut() else {
                     return Poll::Ready(Some(Err("request body was already consumed by an earlier try".into())));
                 };
-                let polled = Pin::new(body).poll_frame(cx);
+                let polled = Pin::new(&mut *body).poll_frame(cx);
                 progress.waiting_on_client.store(polled.is_pending(), Ordering::Relaxed);
                 let frame = ready!(polled);
-                match &frame {
-                    None => progress.done(),
-                    Some(_) => progress.moved(),
+                recording.note(frame.as_ref());
+                // An HTTP/2 sender stops polling once the body says it has ended, so
+                // the end is noted with the last frame, not only on `None`.
+                let ended = match &frame {
+                    None => true,
+                    Some(Ok(_)) => body.is_end_stream(),
+                    Some(Err(_)) => false,
+                };
+                if ended {
+                    recording.note(None);
+                    progress.done();
+                } else {
+                    progress.moved();
                 }
                 Poll::Ready(frame)
             }
@@ -193,5 +277,40 @@ impl HttpBody for TryBody {
                     .unwrap_or_default(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(s: &'static str) -> Result<Frame<Bytes>, BoxError> {
+        Ok(Frame::data(Bytes::from_static(s.as_bytes())))
+    }
+
+    #[test]
+    fn a_recording_replays_only_a_whole_body_within_its_limit() {
+        let r = Recording::new(8);
+        r.note(Some(&data("abc")));
+        assert_eq!(r.replay(), None, "not ended yet");
+        r.note(Some(&data("def")));
+        r.note(None);
+        assert_eq!(r.replay().as_deref(), Some(&b"abcdef"[..]));
+
+        let over = Recording::new(4);
+        over.note(Some(&data("abc")));
+        over.note(Some(&data("def")));
+        over.note(None);
+        assert_eq!(over.replay(), None, "over the limit");
+
+        let trailers = Recording::new(64);
+        trailers.note(Some(&data("abc")));
+        trailers.note(Some(&Ok(Frame::trailers(http::HeaderMap::new()))));
+        trailers.note(None);
+        assert_eq!(trailers.replay(), None, "trailers are not kept");
+
+        let empty = Recording::new(0);
+        empty.note(None);
+        assert_eq!(empty.replay().as_deref(), Some(&b""[..]));
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::body::TryBody;
+use super::h2::H2Pool;
 use super::pool::{ConnPool, Target};
 use crate::config::model::Node;
 use crate::outcome::{EndpointKey, now_ms};
@@ -35,6 +36,8 @@ pub struct EndpointState {
     errors: AtomicU64,
     /// Idle keep-alive connections to this endpoint.
     pub pool: ConnPool<TryBody>,
+    /// Shared HTTP/2 connections to this endpoint (`scheme: grpc` / `grpcs`).
+    pub h2: H2Pool<TryBody>,
 }
 
 impl EndpointState {
@@ -48,6 +51,7 @@ impl EndpointState {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             pool: ConnPool::default(),
+            h2: H2Pool::default(),
         }
     }
 
@@ -167,8 +171,11 @@ pub struct Endpoint {
     pub host_header: http::HeaderValue,
     /// Where to connect.
     pub target: Target,
-    /// TLS to this node (`scheme: https`), shared by the upstream's endpoints.
+    /// TLS to this node (`scheme: https` or `grpcs`), shared by the upstream's endpoints.
     pub tls: Option<Arc<crate::tls::client::UpstreamConnector>>,
+    /// The node speaks HTTP/2 (`scheme: grpc` or `grpcs`): requests go over the
+    /// endpoint's shared HTTP/2 connections.
+    pub http2: bool,
     /// Live state.
     pub state: Arc<EndpointState>,
 }
@@ -188,6 +195,7 @@ impl Endpoint {
             host_header: http::HeaderValue::from_str(&authority_text).expect("a validated host:port is a header value"),
             target: Target::new(&node.host, node.port),
             tls: None,
+            http2: false,
             node,
             state,
         }
@@ -196,6 +204,12 @@ impl Endpoint {
     /// This endpoint, reached through TLS with `connector`.
     pub fn with_tls(mut self, connector: Option<Arc<crate::tls::client::UpstreamConnector>>) -> Self {
         self.tls = connector;
+        self
+    }
+
+    /// This endpoint, reached over HTTP/2 when `http2` is set.
+    pub fn with_http2(mut self, http2: bool) -> Self {
+        self.http2 = http2;
         self
     }
 }

@@ -53,6 +53,25 @@ pub enum ConnectError {
 /// Kind of a plain connection (TLS kinds come from the connector's settings).
 pub const PLAIN: u64 = 0;
 
+/// The connection a try used, given back when its response body ends.
+#[derive(Debug)]
+pub enum Checkout<B> {
+    /// An HTTP/1.1 connection of this kind: back on the idle stack after a clean end.
+    Http1(SendRequest<B>, u64),
+    /// A stream on a shared HTTP/2 connection: released when dropped.
+    Http2(super::h2::Lease),
+}
+
+impl<B> Checkout<B> {
+    /// Gives the connection back to `pool` (HTTP/1.1) or releases the stream (HTTP/2).
+    pub fn give_back(self, pool: &ConnPool<B>) {
+        match self {
+            Checkout::Http1(tx, kind) => pool.put(tx, kind),
+            Checkout::Http2(lease) => drop(lease),
+        }
+    }
+}
+
 struct Idle<B> {
     tx: SendRequest<B>,
     since: Instant,

@@ -92,6 +92,22 @@ pub enum Scheme {
     Http,
     /// HTTP/1.1 over TLS.
     Https,
+    /// HTTP/2 over TCP with prior knowledge (h2c): gRPC and other HTTP/2 nodes.
+    Grpc,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    Grpcs,
+}
+
+impl Scheme {
+    /// Whether connections to the nodes use TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Scheme::Https | Scheme::Grpcs)
+    }
+
+    /// Whether the nodes speak HTTP/2.
+    pub fn http2(self) -> bool {
+        matches!(self, Scheme::Grpc | Scheme::Grpcs)
+    }
 }
 
 /// TLS to an upstream's nodes.

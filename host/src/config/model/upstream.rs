@@ -71,6 +71,8 @@ pub struct RetryOn {
     pub gateway_error: bool,
     /// Listed status codes.
     pub statuses: Vec<u16>,
+    /// gRPC status codes (`unavailable`, `resource_exhausted`, ...).
+    pub grpc: crate::outcome::GrpcCodes,
 }
 
 impl RetryOn {
@@ -123,6 +125,8 @@ pub enum ProbeKind {
     Https,
     /// TCP connect.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2 (TLS when the upstream is `grpcs`).
+    Grpc,
 }
 
 /// `checks.passive.type`.
@@ -174,6 +178,8 @@ pub struct ActiveCheck {
     pub unhealthy_statuses: Vec<u16>,
     /// `type: https`: verify the node's certificate.
     pub https_verify_certificate: bool,
+    /// `type: grpc`: the service name asked about (`""`: the whole server).
+    pub grpc_service: String,
 }
 
 /// Passive health check.
@@ -194,6 +200,8 @@ pub struct PassiveCheck {
     pub unhealthy_tcp_failures: u32,
     /// Timeouts that eject.
     pub unhealthy_timeouts: u32,
+    /// gRPC codes that count as failures (`unhealthy.grpc_statuses`).
+    pub unhealthy_grpc_statuses: crate::outcome::GrpcCodes,
     /// First ejection time.
     pub base_ejection_time: Duration,
     /// Longest ejection time.
@@ -260,7 +268,7 @@ pub struct UpstreamPolicy {
     pub balancer: BalancerKind,
     /// Protocol to the nodes.
     pub scheme: super::Scheme,
-    /// TLS to the nodes (`Some` exactly when `scheme` is `https`).
+    /// TLS to the nodes (`Some` exactly when `scheme` is `https` or `grpcs`).
     pub tls: Option<std::sync::Arc<super::UpstreamTls>>,
     /// chash key.
     pub hash_key: HashKey,

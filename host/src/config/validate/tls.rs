@@ -153,25 +153,20 @@ impl Validator {
         let scheme = match u.scheme.as_deref().unwrap_or("http") {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
-            "grpc" | "grpcs" => {
-                self.error(
-                    format!("{path}.scheme"),
-                    "gRPC upstreams (HTTP/2 to the nodes) are not supported yet; expected http or https",
-                );
-                Scheme::Http
-            }
+            "grpc" => Scheme::Grpc,
+            "grpcs" => Scheme::Grpcs,
             other => {
                 self.error(
                     format!("{path}.scheme"),
-                    format!("unknown scheme {other:?}; expected http or https"),
+                    format!("unknown scheme {other:?}; expected http, https, grpc or grpcs"),
                 );
                 Scheme::Http
             }
         };
         let tpath = format!("{path}.tls");
-        if scheme == Scheme::Http {
+        if !scheme.tls() {
             if u.tls.is_some() {
-                self.error(tpath, "only allowed with scheme: https");
+                self.error(tpath, "only allowed with scheme: https or grpcs");
             }
             return (scheme, None);
         }

@@ -5,6 +5,11 @@ use std::time::Duration;
 use super::{Validator, defaults, dur, parse_status_range};
 use crate::config::model::*;
 use crate::config::raw::*;
+use crate::outcome::GrpcCodes;
+
+/// gRPC codes a passive check counts as failures by default: unknown,
+/// deadline_exceeded, resource_exhausted, internal, unavailable, data_loss.
+const DEFAULT_UNHEALTHY_GRPC: [u8; 6] = [2, 4, 8, 13, 14, 15];
 
 impl Validator {
     pub(super) fn upstream(&mut self, u: &RawUpstream, path: &str, gw: &GatewaySettings) -> UpstreamPolicy {
@@ -126,12 +131,13 @@ impl Validator {
                             "timeout" => on.timeout = true,
                             "5xx" => on.any_5xx = true,
                             "gateway_error" => on.gateway_error = true,
-                            other => match other.parse::<u16>() {
-                                Ok(code) if (100..600).contains(&code) => on.statuses.push(code),
+                            other => match (other.parse::<u16>(), retry_grpc_code(other)) {
+                                (Ok(code), _) if (100..600).contains(&code) => on.statuses.push(code),
+                                (_, Some(code)) => on.grpc = GrpcCodes(on.grpc.0 | 1 << code),
                                 _ => self.error(
                                     ip,
                                     format!(
-                                        "unknown retry condition {other:?}; expected one of connect_failure, reset, timeout, 5xx, gateway_error or a status code"
+                                        "unknown retry condition {other:?}; expected one of connect_failure, reset, timeout, 5xx, gateway_error, a status code, or a gRPC status: cancelled, deadline_exceeded, internal, resource_exhausted, unavailable"
                                     ),
                                 ),
                             },
@@ -309,6 +315,7 @@ impl Validator {
                 ("http", ProbeKind::Http),
                 ("https", ProbeKind::Https),
                 ("tcp", ProbeKind::Tcp),
+                ("grpc", ProbeKind::Grpc),
             ],
             || format!("{ap}.type"),
             "probe type",
@@ -387,7 +394,30 @@ impl Validator {
                 &format!("{ap}.unhealthy.http_statuses"),
             ),
             https_verify_certificate: a.https_verify_certificate.unwrap_or(true),
+            grpc_service: a.grpc_service.clone().unwrap_or_default(),
         }
+    }
+
+    /// gRPC status names at `path` (or `default`).
+    fn grpc_codes(&mut self, names: Option<&[String]>, default: &[u8], path: &str) -> GrpcCodes {
+        let Some(names) = names else {
+            return GrpcCodes::new(default);
+        };
+        let codes: Vec<u8> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let code = crate::outcome::grpc_code(n);
+                if code.is_none() {
+                    self.error(
+                        format!("{path}[{i}]"),
+                        format!("unknown gRPC status {n:?}; expected a name such as unavailable or internal"),
+                    );
+                }
+                code
+            })
+            .collect();
+        GrpcCodes::new(&codes)
     }
 
     /// `checks.passive` at `pp`.
@@ -432,6 +462,11 @@ impl Validator {
             unhealthy_http_failures: u.http_failures.unwrap_or(5),
             unhealthy_tcp_failures: u.tcp_failures.unwrap_or(2),
             unhealthy_timeouts: u.timeouts.unwrap_or(7),
+            unhealthy_grpc_statuses: self.grpc_codes(
+                u.grpc_statuses.as_deref(),
+                &DEFAULT_UNHEALTHY_GRPC,
+                &format!("{pp}.unhealthy.grpc_statuses"),
+            ),
             base_ejection_time: self.positive(base, &format!("{pp}.base_ejection_time")),
             max_ejection_time: max,
         }
@@ -512,4 +547,10 @@ impl Validator {
             accept_retry_after: r.accept_retry_after.unwrap_or(false),
         })
     }
+}
+
+/// The gRPC statuses `retry_on` accepts (Envoy's `retry_on` gRPC names, with `_`
+/// or `-`).
+fn retry_grpc_code(name: &str) -> Option<u8> {
+    crate::outcome::grpc_code(name).filter(|c| matches!(c, 1 | 4 | 8 | 13 | 14))
 }
