@@ -27,6 +27,7 @@ pub use tonic_health::ServingStatus;
 struct NodeState {
     name: String,
     calls: AtomicU64,
+    connections: AtomicU64,
     unavailable: AtomicBool,
 }
 
@@ -140,7 +141,11 @@ impl GrpcUpstream {
             .add_service(health_service)
             .add_service(pb::echo_server::EchoServer::new(Node(state.clone())));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let counted = state.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
+            counted.connections.fetch_add(1, Ordering::Relaxed);
+            conn
+        });
         let task = tokio::spawn(async move {
             let _ = router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -160,6 +165,11 @@ impl GrpcUpstream {
     /// Calls this node has received (every method).
     pub fn calls(&self) -> u64 {
         self.state.calls.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections this node has accepted.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
     }
 
     /// Makes every unary call fail with `UNAVAILABLE` (or serve again).

@@ -70,6 +70,36 @@ async fn unary_calls_and_their_statuses_pass_through_intact() {
 }
 
 #[tokio::test]
+async fn concurrent_calls_share_one_connection_to_the_node() {
+    let node = GrpcUpstream::start("a").await;
+    let gw = TestGateway::start(&config("grpc", "          retries: 0", &[node.addr.port()])).await;
+    let c = client(&gw).await;
+    let calls = (0..24).map(|i| {
+        let mut c = c.clone();
+        async move { c.unary(req(&format!("c{i}"), 0, Code::Ok)).await }
+    });
+    let mut streams = Vec::new();
+    // Open streams held across the unary calls keep several requests in flight at once.
+    for _ in 0..4 {
+        let mut c = c.clone();
+        streams.push(c.server_stream(req("held", 1, Code::Ok)).await.unwrap().into_inner());
+    }
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.expect("served").into_inner().node, "a");
+    }
+    for mut s in streams {
+        assert_eq!(s.message().await.unwrap().unwrap().message, "held #0");
+    }
+    assert_eq!(node.calls(), 28);
+    assert_eq!(
+        node.connections(),
+        1,
+        "every call was a stream on one shared HTTP/2 connection"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn server_streams_end_with_the_status_in_their_trailers() {
     let node = GrpcUpstream::start("a").await;
     let gw = TestGateway::start(&config("grpc", "          retries: 0", &[node.addr.port()])).await;
