@@ -16,7 +16,7 @@ use std::time::Duration;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::pool::{ConnectError, Target, connect_tcp};
+use super::pool::{ConnectError, Target, connect_tcp, worker};
 use crate::tls::client::UpstreamConnector;
 
 /// Streams leased on one connection before another is opened (below the common
@@ -32,6 +32,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 struct Shared<B> {
     tx: SendRequest<B>,
     kind: u64,
+    /// The proxy worker whose runtime drives the connection (see
+    /// [`super::pool::set_worker`]): only it uses the connection.
+    worker: u16,
     streams: Arc<AtomicU32>,
 }
 
@@ -67,12 +70,16 @@ impl Drop for Lease {
 }
 
 impl<B> H2Pool<B> {
-    /// An open connection of `kind` with room for another stream, leased. Closed
-    /// connections and connections of another kind are dropped.
+    /// An open connection of `kind`, opened by the calling proxy worker, with room
+    /// for another stream, leased. Closed connections and connections of another
+    /// kind are dropped; other workers' connections are left to them.
     pub fn take(&self, kind: u64) -> Option<(SendRequest<B>, Lease)> {
+        let me = worker();
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns.retain(|c| c.kind == kind && !c.tx.is_closed());
-        let c = conns.iter().find(|c| c.streams.load(Ordering::Relaxed) < MAX_STREAMS)?;
+        let c = conns
+            .iter()
+            .find(|c| c.worker == me && c.streams.load(Ordering::Relaxed) < MAX_STREAMS)?;
         c.streams.fetch_add(1, Ordering::Relaxed);
         Some((
             c.tx.clone(),
@@ -92,6 +99,7 @@ impl<B> H2Pool<B> {
         conns.push(Shared {
             tx: tx.clone(),
             kind,
+            worker: worker(),
             streams,
         });
         (tx, lease)
@@ -260,5 +268,22 @@ mod tests {
         assert!(pool.take(1).is_none(), "full at MAX_STREAMS");
         leases.pop();
         assert!(pool.take(1).is_some(), "a released stream makes room");
+    }
+
+    #[tokio::test]
+    async fn a_worker_uses_only_the_connections_it_opened() {
+        let (addr, _) = h2c_server().await;
+        let pool = H2Pool::<Empty<Bytes>>::default();
+        let tx = connect::<Empty<Bytes>>(&Target::Addr(addr), "127.0.0.1", None, Duration::from_secs(1))
+            .await
+            .unwrap();
+        crate::upstream::pool::set_worker(1);
+        let _first = pool.insert(tx, 1);
+        crate::upstream::pool::set_worker(2);
+        assert!(pool.take(1).is_none(), "worker 2 opens its own");
+        assert_eq!(pool.len(), 1, "and leaves worker 1's in place");
+        crate::upstream::pool::set_worker(1);
+        assert!(pool.take(1).is_some());
+        crate::upstream::pool::set_worker(0);
     }
 }

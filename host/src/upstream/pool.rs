@@ -91,7 +91,8 @@ pub fn set_worker(id: u16) {
     WORKER.with(|w| w.set(id));
 }
 
-fn worker() -> u16 {
+/// The proxy worker the calling thread is (0: the shared runtime).
+pub fn worker() -> u16 {
     WORKER.with(Cell::get)
 }
 
