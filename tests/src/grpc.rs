@@ -115,16 +115,29 @@ impl std::fmt::Debug for GrpcUpstream {
 impl GrpcUpstream {
     /// Serves h2c on an ephemeral loopback port; replies name the node `name`.
     pub async fn start(name: &str) -> Self {
-        Self::start_inner(name, None).await
+        Self::start_inner(name, None, 0).await
     }
 
     /// Serves over TLS (ALPN h2) with `identity`.
     pub async fn start_tls(name: &str, identity: &Issued) -> Self {
-        Self::start_inner(name, Some(identity)).await
+        Self::start_inner(name, Some(identity), 0).await
     }
 
-    async fn start_inner(name: &str, identity: Option<&Issued>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// Shuts this server down (its connections get GOAWAY and close) and starts a
+    /// fresh h2c one named `name` on the same port.
+    pub async fn restart(mut self, name: &str) -> Self {
+        let port = self.addr.port();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        drop(self);
+        Self::start_inner(name, None, port).await
+    }
+
+    async fn start_inner(name: &str, identity: Option<&Issued>, port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(NodeState {
             name: name.to_string(),

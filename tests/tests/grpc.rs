@@ -100,6 +100,22 @@ async fn concurrent_calls_share_one_connection_to_the_node() {
 }
 
 #[tokio::test]
+async fn a_closed_connection_is_replaced_by_the_next_call() {
+    let node = GrpcUpstream::start("one").await;
+    let gw = TestGateway::start(&config("grpc", "          retries: 0", &[node.addr.port()])).await;
+    let mut c = client(&gw).await;
+    assert_eq!(c.unary(req("x", 0, Code::Ok)).await.unwrap().into_inner().node, "one");
+    // The node goes away (GOAWAY, then the connection closes) and comes back.
+    let node = node.restart("two").await;
+    for _ in 0..3 {
+        let reply = c.unary(req("y", 0, Code::Ok)).await.expect("a new connection");
+        assert_eq!(reply.into_inner().node, "two");
+    }
+    assert_eq!(node.connections(), 1, "one new connection, shared again");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn server_streams_end_with_the_status_in_their_trailers() {
     let node = GrpcUpstream::start("a").await;
     let gw = TestGateway::start(&config("grpc", "          retries: 0", &[node.addr.port()])).await;
