@@ -100,6 +100,29 @@ async fn concurrent_calls_share_one_connection_to_the_node() {
 }
 
 #[tokio::test]
+async fn an_http1_client_reaches_an_http2_node() {
+    let node = GrpcUpstream::start("a").await;
+    let gw = TestGateway::start(&config("grpc", "          retries: 0", &[node.addr.port()])).await;
+    // A raw gRPC health check over HTTP/1.1: an empty HealthCheckRequest in, the
+    // node's HealthCheckResponse { status: SERVING } out, over HTTP/2 in between.
+    let headers = [("content-type", "application/grpc"), ("te", "trailers")];
+    let r = gatehouse_tests::Client::new()
+        .request(
+            http::Method::POST,
+            &gw.url("/grpc.health.v1.Health/Check"),
+            &headers,
+            vec![0u8, 0, 0, 0, 0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type").as_deref(), Some("application/grpc"));
+    assert_eq!(r.body.as_ref(), &[0u8, 0, 0, 0, 2, 0x08, 1][..]);
+    assert_eq!(r.header("via").as_deref(), Some("1.1 gatehouse"));
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_closed_connection_is_replaced_by_the_next_call() {
     let node = GrpcUpstream::start("one").await;
     let gw = TestGateway::start(&config("grpc", "          retries: 0", &[node.addr.port()])).await;
