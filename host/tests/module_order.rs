@@ -179,12 +179,15 @@ fn without_tests(text: &str) -> String {
     text.to_string()
 }
 
-/// Every `crate::name` in code (not in comments), with its 1-based line, including the
-/// names inside `use crate::{a, b::c}` groups.
+/// Every `crate::name` in code and in intra-doc links (a link is a dependency
+/// too: rustdoc resolves it), with its 1-based line, including the names inside
+/// `use crate::{a, b::c}` groups. A plain mention in a comment does not count.
 fn crate_imports(text: &str) -> Vec<(usize, Target)> {
     let mut out = Vec::new();
-    for (i, line) in code_lines(text) {
-        let mut rest = line;
+    let links = doc_links(text);
+    let code = code_lines(text).map(|(i, l)| (i, l.to_string()));
+    for (i, line) in code.chain(links) {
+        let mut rest = line.as_str();
         while let Some(at) = rest.find("crate::") {
             let after = &rest[at + "crate::".len()..];
             if let Some(group) = after.strip_prefix('{') {
@@ -225,6 +228,27 @@ fn extern_uses(text: &str) -> Vec<(usize, String)> {
                     break;
                 }
                 rest = &rest[at + needle.len()..];
+            }
+        }
+    }
+    out
+}
+
+/// The `crate::` targets of intra-doc links (``[`crate::x`]``, `[..](crate::x)`) in
+/// doc comments, with their 1-based lines.
+fn doc_links(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim_start();
+        if !(t.starts_with("///") || t.starts_with("//!")) {
+            continue;
+        }
+        for opener in ["[`crate::", "](crate::"] {
+            let mut rest = t;
+            while let Some(at) = rest.find(opener) {
+                rest = &rest[at + opener.len()..];
+                let path: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                out.push((i + 1, format!("crate::{path}")));
             }
         }
     }
@@ -286,7 +310,7 @@ fn the_checker_catches_each_kind_of_forbidden_import() {
     write("policy_like.rs", "use crate::balance::Z;\n");
     write(
         "balance/pick.rs",
-        "fn f(r: hyper::Request<()>) {}\nuse crate::proxy::body::Body;\n",
+        "fn f(r: hyper::Request<()>) {}\nuse crate::proxy::body::Body;\n/// See [`crate::proxy::Thing`].\n",
     );
     write("unlisted.rs", "\n");
     write("balance/tests.rs", "use crate::proxy::anything;\n");
@@ -304,6 +328,7 @@ fn the_checker_catches_each_kind_of_forbidden_import() {
         vec![
             "balance/pick.rs:1: policy module `balance` uses `hyper`".to_string(),
             "balance/pick.rs:2: policy module `balance` imports `proxy`".to_string(),
+            "balance/pick.rs:3: policy module `balance` imports `proxy`".to_string(),
             "leaf.rs:1: `leaf` imports `policy_like`, which comes after it".to_string(),
             "policy_like.rs:1: `policy_like` imports `balance`, which comes after it".to_string(),
             "unlisted:0: module `unlisted` is not in the documented order".to_string(),

@@ -2,7 +2,7 @@
 //!
 //! The built-in [`BuiltinEvaluator`] classifies by the status lists of
 //! `checks.active` and `checks.passive` (APISIX semantics). A plugin replaces it
-//! through [`crate::snapshot::PolicyHooks::health_evaluator`]; it sees only the
+//! through the snapshot layer's policy hooks (`health_evaluator`); it sees only the
 //! observation and the node, while thresholds, counters and the state machine stay
 //! in the host.
 

@@ -1,6 +1,6 @@
 //! The process-wide part of health: the signal that wakes the sweeper when a
-//! state changes, and the Prometheus families. Held by the
-//! [`LiveRegistry`](crate::snapshot::LiveRegistry), so it outlives snapshots.
+//! state changes, and the Prometheus families. Held by
+//! the snapshot layer's live registry, so it outlives snapshots.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

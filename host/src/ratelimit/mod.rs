@@ -113,7 +113,7 @@ pub enum Decision {
 /// Decides whether requests of one service version may go on.
 ///
 /// The built-in implementation is [`BuiltinLimiter`]; a plugin limiter wraps it
-/// (see [`crate::snapshot::PolicyHooks::rate_limiter`]).
+/// (the snapshot layer's policy hooks, `rate_limiter`).
 pub trait RateLimiter: Send + Sync + 'static {
     /// Name for logs.
     fn name(&self) -> &str;
