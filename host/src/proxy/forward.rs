@@ -95,29 +95,19 @@ pub async fn send(
             ),
         };
         // A pooled connection may still be finishing its previous response.
-        match tokio::time::timeout(timeouts.connect, conn.ready()).await {
-            Ok(Ok(())) => {}
-            _ if reused => continue,
-            Ok(Err(_)) => return Err(TryError::Connect { timeout: false }),
-            Err(_) => return Err(TryError::Connect { timeout: true }),
+        if !usable(conn.ready(), timeouts.connect, reused).await? {
+            continue;
         }
         let connected_ms = now_ms();
         let fut = conn.try_send_request(req);
-        match watch(fut, connected_ms, timers, progress.as_deref()).await {
-            Ok(response) => {
+        match resend_or(watch(fut, connected_ms, timers, progress.as_deref()).await, reused)? {
+            Attempt::Answered(response) => {
                 return Ok(Sent {
                     response,
                     conn: Checkout::Http1(conn, kind),
                 });
             }
-            Err(Failure::Timeout) => return Err(TryError::Timeout),
-            Err(Failure::ClientStalled) => return Err(TryError::ClientStalled),
-            Err(Failure::Hyper(mut e)) => match e.take_message() {
-                // Never written: a pooled connection the upstream had closed. Resend
-                // on another connection; the upstream saw nothing.
-                Some(unsent) if reused => req = unsent,
-                _ => return Err(classify(&(*e).into_error())),
-            },
+            Attempt::Unsent(unsent) => req = unsent,
         }
     }
     Err(TryError::Reset)
@@ -145,28 +135,19 @@ async fn send_h2(
                 (c, lease, false)
             }
         };
-        match tokio::time::timeout(timeouts.connect, conn.ready()).await {
-            Ok(Ok(())) => {}
-            _ if reused => continue,
-            Ok(Err(_)) => return Err(TryError::Connect { timeout: false }),
-            Err(_) => return Err(TryError::Connect { timeout: true }),
+        if !usable(conn.ready(), timeouts.connect, reused).await? {
+            continue;
         }
         let connected_ms = now_ms();
         let fut = conn.try_send_request(req);
-        match watch(fut, connected_ms, timers, progress.as_deref()).await {
-            Ok(response) => {
+        match resend_or(watch(fut, connected_ms, timers, progress.as_deref()).await, reused)? {
+            Attempt::Answered(response) => {
                 return Ok(Sent {
                     response,
                     conn: Checkout::Http2(lease),
                 });
             }
-            Err(Failure::Timeout) => return Err(TryError::Timeout),
-            Err(Failure::ClientStalled) => return Err(TryError::ClientStalled),
-            Err(Failure::Hyper(mut e)) => match e.take_message() {
-                // Never sent: the shared connection had closed. Another one.
-                Some(unsent) if reused => req = unsent,
-                _ => return Err(classify(&(*e).into_error())),
-            },
+            Attempt::Unsent(unsent) => req = unsent,
         }
     }
     Err(TryError::Reset)
@@ -204,6 +185,43 @@ fn connect_failed(ep: &Endpoint, e: ConnectError) -> TryError {
     }
     TryError::Connect {
         timeout: matches!(e, ConnectError::Timeout(_)),
+    }
+}
+
+/// Waits up to `timeout` for a connection to take a request. `Ok(false)`: a reused
+/// connection that is not usable (closed by the upstream meanwhile): take another.
+async fn usable(
+    ready: impl Future<Output = hyper::Result<()>>,
+    timeout: Duration,
+    reused: bool,
+) -> Result<bool, TryError> {
+    match tokio::time::timeout(timeout, ready).await {
+        Ok(Ok(())) => Ok(true),
+        _ if reused => Ok(false),
+        Ok(Err(_)) => Err(TryError::Connect { timeout: false }),
+        Err(_) => Err(TryError::Connect { timeout: true }),
+    }
+}
+
+/// What one send on a connection came to.
+enum Attempt {
+    /// The response head.
+    Answered(Response<Incoming>),
+    /// Never written: a reused connection the upstream had closed. The request goes
+    /// out again on another connection; the upstream saw nothing.
+    Unsent(Request<TryBody>),
+}
+
+/// Maps a send's result to an [`Attempt`] or the try's error.
+fn resend_or(sent: Result<Response<Incoming>, Failure>, reused: bool) -> Result<Attempt, TryError> {
+    match sent {
+        Ok(response) => Ok(Attempt::Answered(response)),
+        Err(Failure::Timeout) => Err(TryError::Timeout),
+        Err(Failure::ClientStalled) => Err(TryError::ClientStalled),
+        Err(Failure::Hyper(mut e)) => match e.take_message() {
+            Some(unsent) if reused => Ok(Attempt::Unsent(unsent)),
+            _ => Err(classify(&(*e).into_error())),
+        },
     }
 }
 
